@@ -1,3 +1,100 @@
-"""CLI commands (filled in by the stage that owns them)."""
+"""``querylearn prepare SOURCE --out DIR``: build the on-disk dataset every later stage reads."""
 
-from querylearn.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from querylearn.cli.app import app, console
+from querylearn.data.build import BuildOptions
+from querylearn.errors import QuerylearnError
+
+
+def render_summary(manifest: dict, seconds: float | None = None) -> Table:
+    """The prepare summary: users, vocabulary, per-task users/labels/split sizes, skipped rows."""
+    title = (
+        f"{manifest['source']} dataset{' (synthetic)' if manifest['synthetic'] else ''}: "
+        f"{manifest['n_users']:,} users, vocabulary {manifest['vocab_size']:,}, seq_len {manifest['seq_len']}"
+    )
+    table = Table(title=title)
+    for col in ("task", "kind", "metric", "users", "labels", "train", "valid", "test", "skipped rows"):
+        table.add_column(col, justify="right" if col not in ("task", "kind", "metric") else "left")
+    stats = manifest.get("summary", {}).get("tasks", {})
+    for t in manifest["tasks"]:
+        s = stats.get(t["name"], {})
+        skipped = sum(v for k, v in s.items() if k.startswith("skipped"))
+        table.add_row(
+            t["name"], t["kind"], t["metric"], f"{t['n_users']:,}", f"{t['n_labels']:,}",
+            f"{t['splits']['train']:,}", f"{t['splits']['valid']:,}", f"{t['splits']['test']:,}", f"{skipped:,}",
+        )
+    s = manifest.get("summary", {})
+    caption = [
+        f"log rows {s.get('log_rows', 0):,}",
+        f"dropped empty queries {s.get('dropped_empty_query', 0):,}",
+        f"rows mapped to <unk> {s.get('rows_mapped_to_unk', 0):,}",
+    ]
+    if "interactions" in manifest:
+        i = manifest["interactions"]
+        caption.append(
+            f"interactions {i['n_rows']:,} rows / {i['n_users']:,} users / {i['n_items']:,} items "
+            f"(skipped {s.get('interactions', {}).get('skipped_unknown_user_rows', 0):,} rows of users without queries)"
+        )
+    if seconds is not None:
+        caption.append(f"built in {seconds:.1f}s")
+    table.caption = "; ".join(caption)
+    return table
+
+
+@app.command("prepare")
+def prepare_cli(
+    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
+    users: Annotated[int, typer.Option(help="[synthetic] number of users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the generator and of the splits.")] = 0,
+    noisy_task: Annotated[bool, typer.Option("--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
+    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd] the data folder.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
+    tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,
+    interactions: Annotated[Path | None, typer.Option(help="[files] user_id, item_id, timestamp (optional).")] = None,
+    items: Annotated[Path | None, typer.Option(help="[files] item_id, text: item titles (optional).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Queries kept per user (default 60; 30 for movielens-100k/kmrd).")] = None,
+    min_count: Annotated[int, typer.Option(help="Queries seen fewer times map to <unk>.")] = 1,
+    min_label_count: Annotated[int, typer.Option(help="Drop label rows of labels seen fewer times (counted).")] = 1,
+    split: Annotated[str, typer.Option(help="user (default: one user-level 80/5/15 split) | example (parity mode).")] = "user",
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk when reading the log.")] = 500_000,
+) -> None:
+    """Build a dataset directory from a source and print its summary table."""
+    from querylearn.data import sources
+
+    if source not in sources.SOURCES:
+        raise QuerylearnError(f"unknown source '{source}'; choose one of {', '.join(sources.SOURCES)}")
+    default_len = 30 if source in ("movielens-100k", "kmrd") else 60
+    opts = BuildOptions(seq_len=seq_len or default_len, min_count=min_count, min_label_count=min_label_count,
+                        split=split, seed=seed, chunk_rows=chunk_rows)
+    t0 = time.perf_counter()
+    manifest = prepare(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
+                       tasks=tasks, interactions=interactions, items=items)
+    console.print(render_summary(manifest, time.perf_counter() - t0))
+    console.print(f"wrote {out}/dataset.json")
+
+
+def prepare(source: str, out: Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
+            path: Path | None = None, queries: Path | None = None, tasks: Path | None = None,
+            interactions: Path | None = None, items: Path | None = None) -> dict:
+    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest."""
+    from querylearn.data import sources
+
+    if source == "synthetic":
+        return sources.prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
+    if source in ("movielens-100k", "kmrd"):
+        if path is None:
+            raise QuerylearnError(f"prepare {source} needs --path to the data folder")
+        fn = sources.prepare_movielens_100k if source == "movielens-100k" else sources.prepare_kmrd
+        return fn(out, path=path, opts=opts)
+    if queries is None or tasks is None:
+        raise QuerylearnError("prepare files needs --queries LOG and --tasks TASKS.toml (see README: data formats)")
+    return sources.prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts)

@@ -1,0 +1,191 @@
+"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd.
+
+Each ``prepare_*`` function builds the raw tables and calls :func:`querylearn.data.build.assemble`,
+so every source goes through the same validated path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from querylearn.data.build import BuildOptions, LabelTable, LogAccumulator, assemble, frame_from_records, metric_for
+from querylearn.data.readers import iter_table
+from querylearn.data.tasks import load_task_sequence
+from querylearn.errors import DataError
+
+SOURCES = ("synthetic", "movielens-100k", "kmrd", "files")
+
+
+def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    return pd.concat(list(iter_table(path, required)), ignore_index=True)
+
+
+def prepare_files(
+    out: str | Path, *, queries: str | Path, tasks: str | Path, interactions: str | Path | None = None,
+    items: str | Path | None = None, opts: BuildOptions,
+) -> dict:
+    """The generic documented format: query log + tasks TOML (+ interactions, + item texts)."""
+    specs = load_task_sequence(tasks)
+    log = LogAccumulator(opts.seq_len)
+    log.read_file(queries, opts.chunk_rows)
+    tables = [
+        LabelTable(s.name, s.kind, s.metric,
+                   None if s.labels is None else _read_all(s.labels, ("user_id", "label")),
+                   str(s.labels) if s.labels else "<log>")
+        for s in specs
+    ]
+    inter = _read_all(Path(interactions), ("user_id", "item_id", "timestamp")) if interactions else None
+    texts = None
+    if items:
+        it = _read_all(Path(items), ("item_id", "text"))
+        texts = dict(zip(it["item_id"].str.strip(), it["text"], strict=True))
+    return assemble(out, log, tables, opts, source="files", synthetic=False, interactions=inter,
+                    interactions_path=str(interactions), item_texts=texts,
+                    extra={"inputs": {"queries": str(queries), "tasks": str(tasks),
+                                      "interactions": str(interactions) if interactions else None}})
+
+
+def prepare_synthetic(out: str | Path, *, users: int, seed: int, noisy_task: bool, opts: BuildOptions) -> dict:
+    """The embedded default data: a generated Korean search log (labelled synthetic)."""
+    from querylearn.data.synthetic import generate_synthetic_log
+
+    if users < 10:
+        raise DataError("synthetic", f"--users {users} is too small", fix="use --users 10 or more")
+    gen = generate_synthetic_log(users, seed=seed, noisy_task=noisy_task)
+    log = LogAccumulator(opts.seq_len, path="synthetic")
+    q = gen.queries
+    for start in range(0, len(q), opts.chunk_rows):
+        part = q.iloc[start : start + opts.chunk_rows]
+        log.add(frame_from_records({"user_id": part["user_id"], "timestamp": part["timestamp"], "query": part["query"]}))
+    tables = []
+    for name, kind in gen.tasks:
+        frame = None
+        if kind != "next_query":
+            lab = gen.labels[name]
+            frame = frame_from_records({"user_id": lab["user_id"], "label": lab["label"]})
+        tables.append(LabelTable(name, kind, metric_for(kind), frame, f"synthetic:{name}"))
+    inter = gen.interactions
+    inter_frame = frame_from_records({"user_id": inter["user_id"], "item_id": inter["item_id"],
+                                      "timestamp": inter["timestamp"]})
+    texts = dict(zip(gen.catalogue["item_id"].astype(str), gen.catalogue["title"].astype(str), strict=True))
+    return assemble(out, log, tables, opts, source="synthetic", synthetic=True, interactions=inter_frame,
+                    interactions_path="synthetic:interactions", item_texts=texts,
+                    extra={"generator": {"users": users, "seed": seed, "noisy_task": noisy_task}})
+
+
+# MovieLens-1M age buckets (applied to ML-100K's exact ages).
+ML_AGE_BUCKETS = [(0, 17, "Under 18"), (18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"),
+                  (45, 49, "45-49"), (50, 55, "50-55"), (56, 200, "56+")]
+
+
+def _ml_age(age: int) -> str:
+    for lo, hi, name in ML_AGE_BUCKETS:
+        if lo <= age <= hi:
+            return name
+    raise ValueError(age)
+
+
+def _need(path: Path, names: tuple[str, ...]) -> None:
+    if not path.is_dir():
+        raise DataError(path, "folder not found", fix="pass --path to the unpacked data folder")
+    for n in names:
+        if not (path / n).is_file():
+            raise DataError(path / n, "file not found", fix=f"--path must point at the folder holding {', '.join(names)}")
+
+
+def prepare_movielens_100k(out: str | Path, *, path: str | Path, opts: BuildOptions) -> dict:
+    """MovieLens-100K: T1 chronological movies not rated 4/5 (last seq_len, default 30), T2 rated 4,
+    T3 rated 5, T4 gender, T5 age group (ML-1M buckets), T6 occupation; titles are the item text."""
+    path = Path(path)
+    _need(path, ("u.data", "u.user", "u.item"))
+    ratings = pd.read_csv(path / "u.data", sep="\t", header=None, names=["user", "item", "rating", "ts"], dtype=np.int64)
+    users = pd.read_csv(path / "u.user", sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"],
+                        dtype=str)
+    items = pd.read_csv(path / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1],
+                        names=["item", "title"], dtype=str)
+    title = dict(zip(items["item"].astype(int), items["title"], strict=True))
+    ratings = ratings.sort_values(["user", "ts", "item"], kind="stable")
+    low = ratings[~ratings["rating"].isin([4, 5])]
+    log = LogAccumulator(opts.seq_len, path=str(path / "u.data"))
+    log.add(frame_from_records({"user_id": low["user"], "timestamp": low["ts"],
+                                "query": low["item"].map(title)}))
+    r4 = ratings[ratings["rating"] == 4]
+    r5 = ratings[ratings["rating"] == 5]
+    tables = [
+        LabelTable("T1", "next_query", "mrr@5", None, str(path / "u.data")),
+        LabelTable("T2", "multi_target", "mrr@5", frame_from_records({"user_id": r4["user"], "label": r4["item"]}),
+                   str(path / "u.data")),
+        LabelTable("T3", "multi_target", "mrr@5", frame_from_records({"user_id": r5["user"], "label": r5["item"]}),
+                   str(path / "u.data")),
+        LabelTable("T4", "classify", "accuracy",
+                   frame_from_records({"user_id": users["user"], "label": users["gender"]}), str(path / "u.user")),
+        LabelTable("T5", "classify", "accuracy",
+                   frame_from_records({"user_id": users["user"], "label": users["age"].astype(int).map(_ml_age)}),
+                   str(path / "u.user")),
+        LabelTable("T6", "classify", "accuracy",
+                   frame_from_records({"user_id": users["user"], "label": users["occupation"]}), str(path / "u.user")),
+    ]
+    inter = frame_from_records({"user_id": ratings["user"], "item_id": ratings["item"], "timestamp": ratings["ts"]})
+    texts = {str(k): v for k, v in title.items()}
+    return assemble(out, log, tables, opts, source="movielens-100k", synthetic=False, interactions=inter,
+                    interactions_path=str(path / "u.data"), item_texts=texts,
+                    extra={"inputs": {"path": str(path)}})
+
+
+def _favourite(rated: pd.DataFrame, attr: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Per user: the attribute value occurring most often over the user's rated movies.
+
+    Ties are broken by the value's global frequency over all ratings (more frequent wins), then by
+    name. Movies without the attribute do not count; users none of whose movies has it get no label.
+    """
+    m = rated[["user", "movie"]].merge(attr[["movie", col]], on="movie", how="inner")
+    glob = m[col].value_counts()
+    per = m.groupby(["user", col]).size().rename("n").reset_index()
+    per["g"] = per[col].map(glob)
+    per = per.sort_values(["user", "n", "g", col], ascending=[True, False, False, True], kind="stable")
+    best = per.groupby("user", sort=False).head(1)
+    return pd.DataFrame({"user_id": best["user"].astype(str), "label": best[col].astype(str)})
+
+
+def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> dict:
+    """KMRD-small: T1 each user's rating sequence (Korean titles), T2 movies rated 10,
+    T3 favourite genre, T4 favourite production country (see :func:`_favourite`); ratings are
+    the interactions."""
+    path = Path(path)
+    _need(path, ("rates.csv", "movies.txt", "genres.csv", "countries.csv"))
+    rates = _read_all(path / "rates.csv", ("user", "movie", "rate", "time"))
+    for c in ("rate", "time"):
+        bad = pd.to_numeric(rates[c], errors="coerce").isna()
+        if bad.any():
+            r = rates[bad].iloc[0]
+            raise DataError(path / "rates.csv", f"{c} {r[c]!r} is not a number", row=int(r["_row"]),
+                            fix="fix or delete the row")
+    rates = rates.assign(rate=rates["rate"].astype(np.int64), time=rates["time"].astype(np.int64),
+                         user=rates["user"].str.strip(), movie=rates["movie"].str.strip())
+    movies = pd.read_csv(path / "movies.txt", sep="\t", dtype=str, keep_default_na=False)
+    genres = pd.read_csv(path / "genres.csv", dtype=str, keep_default_na=False)
+    countries = pd.read_csv(path / "countries.csv", dtype=str, keep_default_na=False)
+    # some movies have an empty title: they get the text "movie <id>" (counted in the manifest)
+    title = {m: t.strip() for m, t in zip(movies["movie"], movies["title"], strict=True) if t.strip()}
+    rates = rates.sort_values(["user", "time", "_row"], kind="stable")
+    log = LogAccumulator(opts.seq_len, path=str(path / "rates.csv"))
+    log.add(frame_from_records({"user_id": rates["user"], "timestamp": rates["time"],
+                                "query": rates["movie"].map(lambda m: title.get(m, f"movie {m}"))}))
+    r10 = rates[rates["rate"] == 10]
+    tables = [
+        LabelTable("T1", "next_query", "mrr@5", None, str(path / "rates.csv")),
+        LabelTable("T2", "multi_target", "mrr@5", frame_from_records({"user_id": r10["user"], "label": r10["movie"]}),
+                   str(path / "rates.csv")),
+        LabelTable("T3", "classify", "accuracy", frame_from_records(_favourite(rates, genres, "genre")),
+                   str(path / "genres.csv")),
+        LabelTable("T4", "classify", "accuracy", frame_from_records(_favourite(rates, countries, "country")),
+                   str(path / "countries.csv")),
+    ]
+    inter = frame_from_records({"user_id": rates["user"], "item_id": rates["movie"], "timestamp": rates["time"]})
+    return assemble(out, log, tables, opts, source="kmrd", synthetic=False, interactions=inter,
+                    interactions_path=str(path / "rates.csv"), item_texts=title,
+                    extra={"inputs": {"path": str(path)},
+                           "movies_without_title": int((~rates["movie"].isin(title)).sum())})
