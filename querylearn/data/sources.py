@@ -52,8 +52,9 @@ def prepare_synthetic(out: str | Path, *, users: int, seed: int, noisy_task: boo
     """The embedded default data: a generated Korean search log (labelled synthetic)."""
     from querylearn.data.synthetic import generate_synthetic_log
 
-    if users < 10:
-        raise DataError("synthetic", f"--users {users} is too small", fix="use --users 10 or more")
+    if users < 100:
+        # below ~100 users some age classes occur once and cannot be both trained and evaluated
+        raise DataError("synthetic", f"--users {users} is too small", fix="use --users 100 or more")
     gen = generate_synthetic_log(users, seed=seed, noisy_task=noisy_task)
     log = LogAccumulator(opts.seq_len, path="synthetic")
     q = gen.queries

@@ -1,0 +1,75 @@
+"""Benchmark: build a dataset from a ~5M-row synthetic query log through the chunked file path.
+
+Writes the synthetic log (default 92,000 users ≈ 5M query rows) as Parquet + label CSVs + tasks TOML,
+then runs ``querylearn prepare files`` in a child process and reports rows/s and the child's peak RSS.
+
+    python bench/bench_prepare.py [--users 92000] [--chunk-rows 500000] [--work /tmp/qlbench]
+
+Results are printed and written to bench/results/prepare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=92_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk-rows", type=int, default=500_000)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/qlbench"))
+    args = ap.parse_args()
+
+    from querylearn.data.synthetic import generate_synthetic_log
+
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    gen = generate_synthetic_log(args.users, seed=args.seed)
+    gen.queries.to_parquet(work / "log.parquet", index=False)
+    lines = []
+    for name, kind in gen.tasks:
+        lines += ["[[task]]", f'name = "{name}"', f'kind = "{kind}"']
+        if kind != "next_query":
+            gen.labels[name].to_csv(work / f"{name}.csv", index=False)
+            lines.append(f'labels = "{name}.csv"')
+        lines.append("")
+    (work / "tasks.toml").write_text("\n".join(lines), encoding="utf-8")
+    gen.interactions.to_csv(work / "inter.csv", index=False)
+    n_rows = len(gen.queries)
+    del gen
+    t_gen = time.perf_counter() - t0
+
+    cmd = [sys.executable, "-m", "querylearn.cli.main", "prepare", "files", "--queries", str(work / "log.parquet"),
+           "--tasks", str(work / "tasks.toml"), "--interactions", str(work / "inter.csv"),
+           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows)]
+    t1 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    t_build = time.perf_counter() - t1
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    log_mib = (work / "log.parquet").stat().st_size / 2**20
+    result = {
+        "users": args.users,
+        "log_rows": n_rows,
+        "log_parquet_mib": round(log_mib, 1),
+        "chunk_rows": args.chunk_rows,
+        "generate_and_write_seconds": round(t_gen, 1),
+        "prepare_seconds": round(t_build, 1),
+        "rows_per_second": round(n_rows / t_build),
+        "prepare_peak_rss_mib": round(peak_mib),
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(__file__).parent / "results" / "prepare.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
