@@ -1,3 +1,75 @@
-"""CLI commands (filled in by the stage that owns them)."""
+"""``querylearn embed-init`` and ``querylearn embed-queries`` (thin wrappers over querylearn.embeddings)."""
 
-from querylearn.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from querylearn.cli.app import app, console
+from rich.table import Table
+
+
+@app.command("embed-init")
+def embed_init_cli(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory written by 'querylearn prepare'.")],
+    source: Annotated[str, typer.Option("--source", help="random | kobert | hf | e5.")],
+    out: Annotated[Path, typer.Option("--out", help="Output EMB_DIR (vocab.json, vectors.npy, meta.json).")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model folder or hub id (kobert: default skt/kobert-base-v1; hf: required).")] = None,
+    pooling: Annotated[str | None, typer.Option(
+        "--pooling", help="subword-mean (default) | contextual; kobert and hf only.")] = None,
+    segment: Annotated[str, typer.Option("--segment", help="none | kiwi (morpheme pre-segmentation).")] = "none",
+    dim: Annotated[int | None, typer.Option(
+        "--dim", help="Output width: random table width (default 256) or PCA to N for text sources.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random table.")] = 0,
+    include_special: Annotated[bool, typer.Option(
+        "--include-special/--no-include-special", help="Also average [CLS] and [SEP] (default: no).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per forward pass (contextual, e5).")] = 64,
+    max_length: Annotated[int, typer.Option(
+        "--max-length", help="Tokens per query incl. [CLS]/[SEP] for contextual pooling.")] = 128,
+) -> None:
+    """Turn a dataset's query vocabulary into an embedding table (train-sequence's input embedding)."""
+    from querylearn.embeddings import embed_init, resolve_config
+
+    cfg = resolve_config(source=source, model=model, pooling=pooling, segment=segment, dim=dim, seed=seed,
+                         include_special=include_special, batch_size=batch_size, max_length=max_length)
+    table = embed_init(data, out, cfg)
+    meta = table.meta
+    summary = Table(title=f"embed-init -> {out}", show_header=False)
+    summary.add_row("method", meta["method"])
+    summary.add_row("model", str((meta.get("model") or {}).get("name_or_path", "-")))
+    summary.add_row("queries", f"{table.vocab_size} (ids 0..{table.vocab_size - 1}, incl. <pad> <unk>)")
+    summary.add_row("dim", f"{table.dim} (native {meta['native_dim']})")
+    if meta.get("projection"):
+        summary.add_row("PCA explained variance", f"{meta['projection']['explained_variance_total']:.4f}")
+    if meta.get("counts"):
+        c = meta["counts"]
+        summary.add_row("only [UNK] / single chars / empty",
+                        f"{c['n_only_unk']} / {c['n_only_single_chars']} / {c['n_empty']}")
+    summary.add_row("time", f"{meta['timing']['total_s']:.2f} s")
+    console.print(summary)
+
+
+@app.command("embed-queries")
+def embed_queries_cli(
+    emb: Annotated[Path, typer.Option("--emb", help="EMB_DIR written by 'querylearn embed-init'.")],
+    queries: Annotated[Path, typer.Option("--queries", help="Text file, one query per line (UTF-8).")],
+    out: Annotated[Path, typer.Option("--out", help="Output .npy (float32 [lines, dim]); OUT.json describes it.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Use this model folder instead of the one recorded in meta.json (hashes must match).")] = None,
+) -> None:
+    """Embed new queries with the same source, settings and projection as an embedding table."""
+    from querylearn.embeddings import embed_queries, load_embedding_table
+    from querylearn.embeddings.build import read_queries_file, write_query_vectors
+
+    table = load_embedding_table(emb)
+    texts = read_queries_file(queries)
+    result = embed_queries(table, texts, model=model)
+    side = write_query_vectors(out, result, table)
+    console.print(
+        f"embedded {len(texts)} queries -> {out} [{result.vectors.shape[0]} x {result.vectors.shape[1]}] "
+        f"({int(result.in_vocab.sum())} already in the table, {int(result.empty.sum())} empty -> <unk> row); "
+        f"details in {side}",
+        highlight=False,
+    )

@@ -1,0 +1,123 @@
+"""Benchmark embed-init's poolings: queries/s for 100k synthetic Korean queries, and peak RSS.
+
+Usage::
+
+    python bench/bench_embed.py [--queries 100000] [--contextual-queries 100000] [--threads 2]
+
+- ``subword-mean``: KoBERT tokenisation (sentencepiece re-implementation) + embedding-bag lookup on a
+  KoBERT-width table (768-d, 1 layer; only the input embeddings are used). Reported separately:
+  tokenisation alone, pooling alone, both.
+- ``contextual``: the tiny test model (32-d, 2 layers, 2 heads), batched forward passes, batch 64.
+Models are built offline by ``tests/kobert_tiny.py``. Results: a table on stdout and
+``bench/results/embed.json``. Peak RSS is the process high-water mark after each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def synthetic_queries(n: int, seed: int = 0) -> list[str]:
+    """Korean product-search-like queries: 1-4 words from the tiny corpus words + random syllables."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kobert_tiny import WORDS
+
+    rng = random.Random(seed)
+    syllables = [chr(0xAC00 + i) for i in range(0, 11172, 37)]
+    out = []
+    for _ in range(n):
+        words = []
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.7:
+                words.append(rng.choice(WORDS))
+            else:
+                words.append("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))))
+        out.append(" ".join(words))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--contextual-queries", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embed.json")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kobert_tiny import build_tiny_kobert
+    from querylearn.embeddings.kobert import load_kobert
+
+    queries = synthetic_queries(args.queries)
+    results: dict = {
+        "n_queries": args.queries,
+        "threads": args.threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": __import__("os").cpu_count(),
+        "rss_start_mb": round(peak_rss_mb(), 1),
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        wide = build_tiny_kobert(Path(tmp) / "wide", hidden=768, layers=1, heads=12)
+        tiny = build_tiny_kobert(Path(tmp) / "tiny")
+        emb = load_kobert(str(wide), pooling="subword-mean", include_special=False, batch_size=64, max_length=128)
+        emb.embed(queries[:1000])  # warm-up (regex table, allocator)
+
+        t = time.perf_counter()
+        batch = emb.tokenizer.encode_batch(queries)
+        t_tok = time.perf_counter() - t
+        t = time.perf_counter()
+        vectors, _, _ = emb.pool(batch)
+        t_pool = time.perf_counter() - t
+        t = time.perf_counter()
+        out = emb.embed(queries)
+        t_all = time.perf_counter() - t
+        assert out.vectors.shape == (len(queries), 768)
+        results["mean_subwords"] = out.counts["mean_subwords"]
+        rss = round(peak_rss_mb(), 1)
+        for name, sec in (("tokenise only (KoBERT rules)", t_tok), ("subword-mean lookup only (768-d)", t_pool),
+                          ("subword-mean total (embed)", t_all)):
+            results["rows"].append({"phase": name, "seconds": round(sec, 4),
+                                    "queries_per_s": round(len(queries) / sec), "peak_rss_mb": rss})
+
+        n_ctx = min(args.contextual_queries, len(queries))
+        ctx = load_kobert(str(tiny), pooling="contextual", include_special=False, batch_size=64, max_length=64)
+        t = time.perf_counter()
+        ctx_out = ctx.embed(queries[:n_ctx])
+        t_ctx = time.perf_counter() - t
+        assert ctx_out.vectors.shape == (n_ctx, 32)
+        results["rows"].append({"phase": f"contextual total (tiny 32-d x 2 layers, {n_ctx} queries)",
+                                "seconds": round(t_ctx, 4), "queries_per_s": round(n_ctx / t_ctx),
+                                "peak_rss_mb": round(peak_rss_mb(), 1)})
+    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+
+    width = max(len(r["phase"]) for r in results["rows"])
+    print(f"{'phase':<{width}}  {'seconds':>8}  {'queries/s':>10}  {'peak RSS MB':>11}")
+    for r in results["rows"]:
+        print(f"{r['phase']:<{width}}  {r['seconds']:>8.3f}  {r['queries_per_s']:>10,}  {r['peak_rss_mb']:>11.1f}")
+    print(f"{args.queries:,} queries, {results['mean_subwords']:.2f} subwords/query, {args.threads} torch threads")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
