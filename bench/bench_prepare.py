@@ -24,7 +24,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=92_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk-rows", type=int, default=500_000)
+    ap.add_argument("--seq-len", type=int, default=60)
     ap.add_argument("--work", type=Path, default=Path("/tmp/qlbench"))
+    ap.add_argument("--reuse", action="store_true", help="reuse the log already written under --work")
     args = ap.parse_args()
 
     from querylearn.data.synthetic import generate_synthetic_log
@@ -32,6 +34,40 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.reuse and (work / "log.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        n_rows = pq.ParquetFile(work / "log.parquet").metadata.num_rows
+        t_gen = 0.0
+    else:
+        n_rows, t_gen = _write_inputs(args, work, generate_synthetic_log, t0)
+
+    cmd = [sys.executable, "-m", "querylearn.cli.main", "prepare", "files", "--queries", str(work / "log.parquet"),
+           "--tasks", str(work / "tasks.toml"), "--interactions", str(work / "inter.csv"),
+           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows), "--seq-len", str(args.seq_len)]
+    t1 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    t_build = time.perf_counter() - t1
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    log_mib = (work / "log.parquet").stat().st_size / 2**20
+    result = {
+        "users": args.users,
+        "log_rows": n_rows,
+        "log_parquet_mib": round(log_mib, 1),
+        "seq_len": args.seq_len,
+        "chunk_rows": args.chunk_rows,
+        "generate_and_write_seconds": round(t_gen, 1),
+        "prepare_seconds": round(t_build, 1),
+        "rows_per_second": round(n_rows / t_build),
+        "prepare_peak_rss_mib": round(peak_mib),
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(__file__).parent / "results" / f"prepare_seq{args.seq_len}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _write_inputs(args, work: Path, generate_synthetic_log, t0: float) -> tuple[int, float]:
     gen = generate_synthetic_log(args.users, seed=args.seed)
     gen.queries.to_parquet(work / "log.parquet", index=False)
     lines = []
@@ -45,30 +81,7 @@ def main() -> None:
     gen.interactions.to_csv(work / "inter.csv", index=False)
     n_rows = len(gen.queries)
     del gen
-    t_gen = time.perf_counter() - t0
-
-    cmd = [sys.executable, "-m", "querylearn.cli.main", "prepare", "files", "--queries", str(work / "log.parquet"),
-           "--tasks", str(work / "tasks.toml"), "--interactions", str(work / "inter.csv"),
-           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows)]
-    t1 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    t_build = time.perf_counter() - t1
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    log_mib = (work / "log.parquet").stat().st_size / 2**20
-    result = {
-        "users": args.users,
-        "log_rows": n_rows,
-        "log_parquet_mib": round(log_mib, 1),
-        "chunk_rows": args.chunk_rows,
-        "generate_and_write_seconds": round(t_gen, 1),
-        "prepare_seconds": round(t_build, 1),
-        "rows_per_second": round(n_rows / t_build),
-        "prepare_peak_rss_mib": round(peak_mib),
-    }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "prepare.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    return n_rows, time.perf_counter() - t0
 
 
 if __name__ == "__main__":
