@@ -63,6 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "tests"))
     from kobert_tiny import build_tiny_kobert
+
     from querylearn.embeddings.kobert import load_kobert
 
     queries = synthetic_queries(args.queries)

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from querylearn.cli.app import app, console
 from rich.table import Table
+
+from querylearn.cli.app import app, console
 
 
 @app.command("embed-init")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from querylearn.cli.app import app, console
 from querylearn.data.build import BuildOptions
+from querylearn.data.sources import SOURCES, prepare
 from querylearn.errors import QuerylearnError
 
 
@@ -68,10 +69,8 @@ def prepare_cli(
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk when reading the log.")] = 500_000,
 ) -> None:
     """Build a dataset directory from a source and print its summary table."""
-    from querylearn.data import sources
-
-    if source not in sources.SOURCES:
-        raise QuerylearnError(f"unknown source '{source}'; choose one of {', '.join(sources.SOURCES)}")
+    if source not in SOURCES:
+        raise QuerylearnError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
     default_len = 30 if source in ("movielens-100k", "kmrd") else 60
     opts = BuildOptions(seq_len=seq_len or default_len, min_count=min_count, min_label_count=min_label_count,
                         split=split, seed=seed, chunk_rows=chunk_rows)
@@ -80,21 +79,3 @@ def prepare_cli(
                        tasks=tasks, interactions=interactions, items=items)
     console.print(render_summary(manifest, time.perf_counter() - t0))
     console.print(f"wrote {out}/dataset.json")
-
-
-def prepare(source: str, out: Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
-            path: Path | None = None, queries: Path | None = None, tasks: Path | None = None,
-            interactions: Path | None = None, items: Path | None = None) -> dict:
-    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest."""
-    from querylearn.data import sources
-
-    if source == "synthetic":
-        return sources.prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
-    if source in ("movielens-100k", "kmrd"):
-        if path is None:
-            raise QuerylearnError(f"prepare {source} needs --path to the data folder")
-        fn = sources.prepare_movielens_100k if source == "movielens-100k" else sources.prepare_kmrd
-        return fn(out, path=path, opts=opts)
-    if queries is None or tasks is None:
-        raise QuerylearnError("prepare files needs --queries LOG and --tasks TASKS.toml (see README: data formats)")
-    return sources.prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts)

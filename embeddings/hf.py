@@ -8,9 +8,9 @@ Poolings are the same as ``kobert`` (:mod:`querylearn.embeddings.pooling`).
 from __future__ import annotations
 
 import numpy as np
+
 from querylearn.embeddings.base import TokenizedBatch
 from querylearn.embeddings.hub import load_bert_model, resolve_model, weight_file
-
 from querylearn.errors import QuerylearnError
 
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model.safetensors", "pytorch_model.bin"]
@@ -57,8 +57,9 @@ class HFTokenizer:
 
 def load_hf(name_or_path: str, *, pooling: str, include_special: bool, batch_size: int, max_length: int):
     """The ``hf`` source: ``AutoTokenizer`` + ``AutoModel`` from one folder or cached hub id."""
-    from querylearn.embeddings.pooling import BertEmbedder
     from transformers import AutoTokenizer
+
+    from querylearn.embeddings.pooling import BertEmbedder
 
     resolved = resolve_model(name_or_path, required=("config.json",), patterns=HUB_PATTERNS, what="the model")
     try:

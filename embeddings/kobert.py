@@ -30,10 +30,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from querylearn.embeddings.base import TokenizedBatch
-from querylearn.embeddings.hub import ResolvedModel, load_bert_model, resolve_model, weight_file
 
 from querylearn.artifacts import read_json
+from querylearn.embeddings.base import TokenizedBatch
+from querylearn.embeddings.hub import ResolvedModel, load_bert_model, resolve_model, weight_file
 from querylearn.errors import QuerylearnError
 
 SPIECE = "spiece.model"

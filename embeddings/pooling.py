@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from querylearn.embeddings.base import EmbedOutput, SubwordEncoder, TokenizedBatch
 
 CHUNK = 262144  # queries per embedding_bag call (bounds the index temporaries)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from querylearn.embeddings.base import TokenizedBatch
 from querylearn.embeddings.kobert import KoBERTTokenizer, load_kobert
-
 from querylearn.errors import QuerylearnError
 
 
@@ -167,6 +167,7 @@ def test_subword_mean_equals_hand_computed_means(kobert_dir, tok):
 
 def test_subword_mean_two_rows_by_hand():
     import torch
+
     from querylearn.embeddings.pooling import subword_mean
 
     weight = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from querylearn.embeddings import embed_init, embed_queries, resolve_config
-from querylearn.embeddings.segment import get_kiwi, segment_queries, surface_split
 
 from querylearn.data.toy import make_toy_dataset
+from querylearn.embeddings import embed_init, embed_queries, resolve_config
+from querylearn.embeddings.segment import get_kiwi, segment_queries, surface_split
 
 
 def _tiny():

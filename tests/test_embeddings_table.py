@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from querylearn.artifacts import file_sha256, read_json, write_json
 from querylearn.cli.main import main
+from querylearn.data.toy import make_toy_dataset
+from querylearn.data.vocab import QueryVocab
 from querylearn.embeddings import (
     embed_init,
     embed_queries,
@@ -16,10 +20,6 @@ from querylearn.embeddings import (
 )
 from querylearn.embeddings.project import fit_pca
 from querylearn.embeddings.random_init import random_table
-
-from querylearn.artifacts import file_sha256, read_json, write_json
-from querylearn.data.toy import make_toy_dataset
-from querylearn.data.vocab import QueryVocab
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 
 

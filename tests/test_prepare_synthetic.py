@@ -31,8 +31,8 @@ def test_prepare_synthetic_twice_is_byte_identical(tmp_path, capsys):
 
 
 def test_noisy_task_is_inserted(tmp_path):
-    from querylearn.cli.prepare import prepare
     from querylearn.data.build import BuildOptions
+    from querylearn.data.sources import prepare
 
     m = prepare("synthetic", tmp_path / "n", BuildOptions(seed=2), users=200, noisy_task=True)
     names = [t["name"] for t in m["tasks"]]
@@ -42,8 +42,8 @@ def test_noisy_task_is_inserted(tmp_path):
 
 
 def test_too_few_users_is_a_clear_error(tmp_path):
-    from querylearn.cli.prepare import prepare
     from querylearn.data.build import BuildOptions
+    from querylearn.data.sources import prepare
 
     with pytest.raises(QuerylearnError, match="--users 100 or more"):
         prepare("synthetic", tmp_path / "x", BuildOptions(), users=20)

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from querylearn import __version__
-from querylearn.artifacts import check_manifest, read_json, read_npy, read_npz, write_json, write_npy, write_npz
+from querylearn.artifacts import (
+    check_manifest,
+    read_json,
+    read_npy,
+    read_npz,
+    write_json,
+    write_npy,
+    write_npz,
+)
 from querylearn.data.splits import SPLIT_NAMES
 from querylearn.data.vocab import QueryVocab
 from querylearn.errors import ArtifactError, QuerylearnError

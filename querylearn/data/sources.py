@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from querylearn.data.build import BuildOptions, LabelTable, LogAccumulator, assemble, frame_from_records, metric_for
+from querylearn.data.build import (
+    BuildOptions,
+    LabelTable,
+    LogAccumulator,
+    assemble,
+    frame_from_records,
+    metric_for,
+)
 from querylearn.data.readers import iter_table
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
@@ -190,3 +197,19 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
                     interactions_path=str(path / "rates.csv"), item_texts=title,
                     extra={"inputs": {"path": str(path)},
                            "movies_without_title": int((~rates["movie"].isin(title)).sum())})
+
+
+def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
+            path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
+            interactions: str | Path | None = None, items: str | Path | None = None) -> dict:
+    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest."""
+    if source == "synthetic":
+        return prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
+    if source in ("movielens-100k", "kmrd"):
+        if path is None:
+            raise DataError(source, "needs --path to the data folder", fix=f"querylearn prepare {source} --path FOLDER --out DIR")
+        fn = prepare_movielens_100k if source == "movielens-100k" else prepare_kmrd
+        return fn(out, path=path, opts=opts)
+    if queries is None or tasks is None:
+        raise DataError(source, "needs --queries LOG and --tasks TASKS.toml", fix="see docs/data.md for the formats")
+    return prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts)

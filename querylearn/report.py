@@ -1,0 +1,336 @@
+"""``querylearn report``: tables and figures from train-sequence runs and coldstart-eval reports.
+
+Reads only artifacts: ``RUN_DIR/metrics.json`` (+ ``logs/*.jsonl`` and the last checkpoint for the
+task-relation heatmap) and ``REPORT_DIR/report.json``. Writes PNG figures and one ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from querylearn.artifacts import atomic_write_bytes, read_json
+from querylearn.errors import QuerylearnError
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    metrics: dict
+
+
+@dataclass
+class ReportInputs:
+    runs: list[RunInfo] = field(default_factory=list)
+    coldstart: list[tuple[str, Path, dict]] = field(default_factory=list)
+
+
+def _label(path: Path, root: Path) -> str:
+    rel = path.relative_to(root) if path != root else Path(path.name)
+    return str(rel).replace("\\", "/")
+
+
+def discover(root: str | Path) -> ReportInputs:
+    """Find runs (``metrics.json``) and coldstart reports (``report.json``) at most 3 levels below ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QuerylearnError(f"{root}: not a directory; pass a run directory or a demo output directory")
+    found = ReportInputs()
+    for depth in range(4):
+        for m in sorted(root.glob("/".join(["*"] * depth + ["metrics.json"]))):
+            data = read_json(m)
+            if "R" in data and "tasks" in data:
+                found.runs.append(RunInfo(_label(m.parent, root), m.parent, data))
+        for r in sorted(root.glob("/".join(["*"] * depth + ["report.json"]))):
+            data = read_json(r)
+            if data.get("kind") == "coldstart_report":
+                found.coldstart.append((_label(r.parent, root), r.parent, data))
+    if not found.runs and not found.coldstart:
+        raise QuerylearnError(
+            f"{root}: no metrics.json (train-sequence) or report.json (coldstart-eval) found within 3 levels"
+        )
+    return found
+
+
+def _fmt(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+# ---------------------------------------------------------------- tables (markdown + rich)
+
+def r_matrix_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the R matrix with BWT per column and FWT per task."""
+    tasks = metrics["tasks"]
+    header = ["after \\ on", *tasks]
+    rows = [[f"after {tasks[i]}", *(_fmt(v) for v in row)] for i, row in enumerate(metrics["R"])]
+    bwt = metrics.get("bwt", {})
+    fwt = metrics.get("fwt", {})
+    rows.append(["BWT", *(_fmt(v) for v in bwt.get("per_task", [None] * len(tasks)))])
+    rows.append(["FWT", *(_fmt(v) for v in fwt.get("per_task", [None] * len(tasks)))])
+    return header, rows
+
+
+def seed_study_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
+    """Tasks x methods: R(T_last, T_i) of each run, plus mean, BWT and FWT means."""
+    tasks: list[str] = []
+    for r in runs:
+        for t in r.metrics["tasks"]:
+            if t not in tasks:
+                tasks.append(t)
+    header = ["method", *tasks, "mean", "BWT", "FWT"]
+    rows = []
+    for r in runs:
+        last = r.metrics["R"][-1]
+        by_task = dict(zip(r.metrics["tasks"], last, strict=True))
+        vals = [v for v in last if v is not None]
+        rows.append([
+            r.name, *(_fmt(by_task.get(t)) for t in tasks), _fmt(float(np.mean(vals)) if vals else None),
+            _fmt(r.metrics.get("bwt", {}).get("mean")), _fmt(r.metrics.get("fwt", {}).get("mean")),
+        ])
+    return header, rows
+
+
+def coldstart_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "users", "n", "HR@1", "HR@5", "HR@10", "NDCG@10"]
+    rows = []
+    for name, entry in report["methods"].items():
+        for group in ("warm", "cold", "all"):
+            g = entry[group]
+            rows.append([name, group, str(g["n_users"]), _fmt(g["hr@1"]), _fmt(g["hr@5"]), _fmt(g["hr@10"]),
+                         _fmt(g["ndcg@10"])])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def rich_table(title: str, header: list[str], rows: list[list[str]]):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+# ---------------------------------------------------------------- maths for the figures
+
+def mask_similarity(masks: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of tasks' concatenated masks (ALGORITHMS.md 5.8).
+
+    masks: [N, M, C] (tasks, masked layers, channels) -> [N, N].
+    """
+    flat = masks.reshape(masks.shape[0], -1).astype(np.float64)
+    norm = np.linalg.norm(flat, axis=1, keepdims=True)
+    unit = flat / np.maximum(norm, 1e-12)
+    return unit @ unit.T
+
+
+def run_task_masks(run_dir: Path) -> tuple[list[str], np.ndarray] | None:
+    """Masks of every task at s = smax from the run's last checkpoint, or None (no masks / no checkpoint)."""
+    import torch
+
+    from querylearn.continual.checkpoint import load_checkpoint
+
+    ckpts = sorted((run_dir / "checkpoints").glob("*.json"))
+    if not ckpts:
+        return None
+    model, meta, _ = load_checkpoint(ckpts[-1])
+    smax = float(meta.get("train_config", {}).get("smax", 50.0)) if isinstance(meta.get("train_config"), dict) else 50.0
+    with torch.no_grad():
+        masks = model.all_masks(smax)
+    if masks is None:
+        return None
+    return list(model.task_names), masks.detach().cpu().numpy()
+
+
+def learning_curves(run_dir: Path, metrics: dict) -> dict[str, list[tuple[int, float]]]:
+    """Per task: (epoch, validation value of the task's metric) from ``logs/NN-TASK.jsonl``."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for task, metric in zip(metrics["tasks"], metrics["metric"], strict=True):
+        logs = sorted((run_dir / "logs").glob(f"[0-9][0-9]-{task}.jsonl"))
+        points = []
+        for log in logs:
+            for line in log.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line)
+                valid = rec.get("valid", {})
+                if isinstance(valid, dict) and task in valid and isinstance(valid[task], dict):
+                    valid = valid[task]
+                value = valid.get(metric) if isinstance(valid, dict) else None
+                if value is not None:
+                    points.append((len(points) + 1, float(value)))
+        curves[task] = points
+    return curves
+
+
+# ---------------------------------------------------------------- figures
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["font.family"] = ["DejaVu Sans"]
+    return plt
+
+
+def plot_r_matrix(metrics: dict, title: str, path: Path) -> Path:
+    plt = _plt()
+    tasks = metrics["tasks"]
+    R = np.array([[np.nan if v is None else v for v in row] for row in metrics["R"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(tasks), 0.8 + 0.6 * len(tasks)))
+    im = ax.imshow(R, vmin=0, vmax=max(1e-9, np.nanmax(R)), cmap="viridis")
+    for i in range(len(tasks)):
+        for j in range(len(tasks)):
+            if not np.isnan(R[i, j]):
+                ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", color="white" if R[i, j] < 0.6 * np.nanmax(R) else "black", fontsize=8)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(tasks)), [f"after {t}" for t in tasks])
+    ax.set_xlabel("evaluated on")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_similarity(names: list[str], sim: np.ndarray, title: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
+    im = ax.imshow(sim, vmin=min(0.0, float(sim.min())), vmax=1.0, cmap="magma")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if sim[i, j] < 0.7 else "black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], metrics: dict, title: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for task, metric in zip(metrics["tasks"], metrics["metric"], strict=True):
+        pts = curves.get(task, [])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{task} ({metric})")
+    ax.set_xlabel("epoch of the task")
+    ax.set_ylabel("validation score")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_warm_cold(report: dict, path: Path) -> Path:
+    plt = _plt()
+    methods = list(report["methods"])
+    groups = ("warm", "cold")
+    ks = ("hr@1", "hr@5", "hr@10")
+    fig, axes = plt.subplots(1, 3, figsize=(3.2 * 3, 3.4), sharey=False)
+    width = 0.8 / max(1, len(methods))
+    for ax, k in zip(axes, ks, strict=True):
+        for m, name in enumerate(methods):
+            vals = [report["methods"][name][g][k] or 0.0 for g in groups]
+            ax.bar(np.arange(len(groups)) + m * width, vals, width, label=name)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+        ax.set_title(k.upper(), fontsize=9)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"warm vs cold users ({report['counts']['n_warm']} warm, {report['counts']['n_cold']} cold)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- the report
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "run"
+
+
+def build_report(root: str | Path, out: str | Path | None = None, *, console=None) -> Path:
+    """Write figures and ``report.md`` for every run/report under ``root``; print the tables."""
+    root = Path(root)
+    inputs = discover(root)
+    out = Path(out) if out else root
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    md: list[str] = [f"# querylearn report: {root.name}", ""]
+    data_manifest = None
+    for cand in (root / "data" / "dataset.json", root / "dataset.json"):
+        if cand.is_file():
+            data_manifest = read_json(cand)
+    if data_manifest is not None:
+        md += [f"Dataset: `{data_manifest['source']}`{' (**synthetic**)' if data_manifest['synthetic'] else ''}, "
+               f"{data_manifest['n_users']:,} users, vocabulary {data_manifest['vocab_size']:,}, "
+               f"tasks {', '.join(t['name'] + ' (' + t['metric'] + ')' for t in data_manifest['tasks'])}.", ""]
+    if inputs.runs:
+        header, rows = seed_study_rows(inputs.runs)
+        md += ["## Tasks x methods: R(T_last, T_i)", "",
+               "Each task's score after the last task (MRR@5 for ranking tasks, accuracy for classification).", "",
+               markdown_table(header, rows), ""]
+        if console is not None:
+            console.print(rich_table("R(T_last, T_i) per method", header, rows))
+    relation_done = False
+    for run in inputs.runs:
+        slug = _slug(run.name)
+        header, rows = r_matrix_rows(run.metrics)
+        r_png = plot_r_matrix(run.metrics, f"R matrix: {run.name} ({run.metrics.get('strategy', '?')})",
+                              figs / f"R_{slug}.png")
+        curves = learning_curves(run.path, run.metrics)
+        c_png = plot_curves(curves, run.metrics, f"validation curves: {run.name}", figs / f"curves_{slug}.png")
+        spe = run.metrics.get("seconds_per_epoch", [])
+        md += [f"## Run `{run.name}` (strategy `{run.metrics.get('strategy')}`)", "",
+               markdown_table(header, rows), "",
+               f"BWT mean {_fmt(run.metrics.get('bwt', {}).get('mean'))}, "
+               f"FWT mean {_fmt(run.metrics.get('fwt', {}).get('mean')) or 'n/a (run with --with-single)'}; "
+               f"seconds per epoch: {', '.join(f'{t} {s:.2f}' for t, s in zip(run.metrics['tasks'], spe, strict=False))}.",
+               "", f"![R matrix]({r_png.relative_to(out)})", "", f"![learning curves]({c_png.relative_to(out)})", ""]
+        if console is not None:
+            console.print(rich_table(f"R matrix: {run.name} (BWT {_fmt(run.metrics.get('bwt', {}).get('mean'))})",
+                                     header, rows))
+        if not relation_done and run.metrics.get("strategy") == "teracon":
+            got = run_task_masks(run.path)
+            if got is not None:
+                names, masks = got
+                sim = mask_similarity(masks)
+                s_png = plot_similarity(names, sim, f"task relation (cosine of masks at smax): {run.name}",
+                                        figs / "task_relation.png")
+                md += ["## Task relations", "",
+                       f"Cosine similarity of the tasks' concatenated masks at s = smax after the last task ({run.name}).",
+                       "", f"![task relation]({s_png.relative_to(out)})", ""]
+                relation_done = True
+    for name, _path, report in inputs.coldstart:
+        header, rows = coldstart_rows(report)
+        png = plot_warm_cold(report, figs / f"coldstart_{_slug(name)}.png")
+        c = report["counts"]
+        md += [f"## Cold-start recommendation (`{name}`)", "",
+               f"Rule: {report['cold_rule']} — {c['n_warm']} warm, {c['n_cold']} cold users; "
+               f"1 + {report['negatives']} candidates per user; seed {report['seed']}.", "",
+               markdown_table(header, rows), "", f"![warm vs cold]({png.relative_to(out)})", ""]
+        if console is not None:
+            console.print(rich_table(f"coldstart-eval: {name} ({c['n_warm']} warm, {c['n_cold']} cold)", header, rows))
+    path = out / "report.md"
+    atomic_write_bytes(path, ("\n".join(md) + "\n").encode("utf-8"))
+    return path
