@@ -1,3 +1,197 @@
-"""CLI commands (filled in by the stage that owns them)."""
+"""``querylearn train-sequence`` and ``querylearn export-users``: thin wrappers over
+:func:`querylearn.continual.loop.train_sequence` and :func:`querylearn.export.export_users`."""
 
-from querylearn.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from querylearn.cli.app import app, console
+from querylearn.errors import ConfigError
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``--section.key value`` pairs (or ``--section.key=value``) -> {"section.key": value}.
+
+    Values are read as TOML literals (numbers, booleans, [lists], "strings"); anything else is a string.
+    """
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --model.channels 64")
+        key = arg[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override --{key} needs a value")
+            raw = args[i + 1]
+            i += 2
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def _epochs_overrides(epochs: str | None) -> dict:
+    if epochs is None:
+        return {}
+    try:
+        values = [int(x) for x in epochs.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--epochs {epochs!r}: give N (every task) or T1,T2,LATER (e.g. 10,100,100)"
+        ) from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) < 1:
+        raise ConfigError(f"--epochs {epochs!r}: give N (every task) or T1,T2,LATER with positive integers")
+    return {"t1.max_epochs": values[0], "t2.max_epochs": values[1], "later.max_epochs": values[2]}
+
+
+def render_r(metrics: dict) -> Table:
+    """R[i][j] (rows: after task i; columns: task j) with the per-task metric, BWT and FWT."""
+    tasks = metrics["tasks"]
+    table = Table(title=f"R matrix ({metrics['strategy']}): score on task j after learning task i")
+    table.add_column("after \\ on")
+    for name, metric in zip(tasks, metrics["metric"], strict=True):
+        table.add_column(f"{name}\n{metric}", justify="right")
+    for name, row in zip(tasks, metrics["R"], strict=False):
+        table.add_row(name, *("" if v is None else f"{v:.4f}" for v in row))
+
+    def fmt(v):
+        return "" if v is None else f"{v:+.4f}"
+
+    table.add_row("BWT", *(fmt(v) for v in metrics["bwt"]["per_task"]), end_section=False)
+    table.add_row("FWT", *(fmt(v) for v in metrics["fwt"]["per_task"]))
+    table.add_row("s/epoch", *(f"{v:.2f}" for v in metrics["seconds_per_epoch"]))
+    parts = [
+        f"BWT mean {fmt(metrics['bwt']['mean']) or 'n/a'}",
+        f"FWT mean {fmt(metrics['fwt']['mean']) or 'n/a (run with --with-single)'}",
+    ]
+    table.caption = "; ".join(parts)
+    return table
+
+
+@app.command(
+    "train-sequence",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_sequence_cli(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset directory from 'querylearn prepare'.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run directory to create (checkpoints, logs, metrics.json, R.csv)."),
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            "--embeddings",
+            help="Embedding table from 'querylearn embed-init' (vectors.npy [V, D]); default random init.",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="teracon (default) | finetune | single | multitask | hat | conure | teracon-noretention | teracon-rho1 | teracon-plain.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML with any TrainConfig keys; flags override it.")
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Comma-separated task order (default: the dataset's; T1 first)."),
+    ] = None,
+    epochs: Annotated[
+        str | None, typer.Option("--epochs", help="Max epochs: N for every task, or T1,T2,LATER.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of initialisation, batching and sampling.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto (default) | cpu | cuda | cuda:N | mps.")
+    ] = None,
+    with_single: Annotated[
+        bool, typer.Option("--with-single", help="Also train one model per task alone (SinMo) for FWT.")
+    ] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue RUN_DIR from its last complete checkpoint.")
+    ] = None,
+    add_task: Annotated[
+        str | None, typer.Option("--add-task", help="With --resume: learn one more task on a finished run.")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
+
+    Extra ``--section.key value`` options override single config keys, e.g. ``--model.channels 64``.
+    """
+    from querylearn.config import load_config
+    from querylearn.continual.config import TrainConfig
+    from querylearn.continual.loop import RichProgress, train_sequence
+
+    overrides = parse_overrides(list(ctx.args))
+    overrides.update(_epochs_overrides(epochs))
+    flag_values = {"strategy": strategy, "seed": seed, "device": device}
+    if tasks is not None:
+        flag_values["tasks"] = [t.strip() for t in tasks.split(",") if t.strip()]
+    if with_single:
+        flag_values["with_single"] = True
+    overrides.update({k: v for k, v in flag_values.items() if v is not None})
+    reporter = RichProgress(console) if progress and console.is_terminal else None
+    if resume is not None:
+        if overrides or config is not None or data is not None or embeddings is not None:
+            raise ConfigError(
+                "--resume continues with the run's stored config.toml; drop --data, --config, --embeddings and overrides"
+            )
+        metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
+        run_dir = resume
+    else:
+        try:
+            cfg = load_config(TrainConfig, config, overrides)
+        except ConfigError as exc:
+            if config is not None and str(config) not in str(exc):
+                raise ConfigError(f"{config}: {exc}") from None
+            raise
+        metrics = train_sequence(
+            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter
+        )
+        run_dir = out
+    console.print(render_r(metrics))
+    console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
+
+
+@app.command("export-users")
+def export_users_cli(
+    run: Annotated[Path, typer.Option("--run", help="Run directory of 'querylearn train-sequence'.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, v0..v{D-1}).")],
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="Task whose mask (and, for 'single', model) is used; default the last task."
+        ),
+    ] = None,
+    users: Annotated[
+        str, typer.Option("--users", help="all | test: every user or only the test split's users.")
+    ] = "all",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
+) -> None:
+    """Write user representations (the last position's output under a task's mask) to Parquet."""
+    from querylearn.export import export_users
+
+    info = export_users(run, out, task=task, users=users, batch_size=batch_size)
+    console.print(f"wrote {info['n_users']:,} users x {info['dim']} dims (task {info['task']}) to {out}")

@@ -1,0 +1,98 @@
+"""Seconds per training epoch of train-sequence at the official sizes (width 256, 8 blocks).
+
+Measures, on a dataset directory from ``querylearn prepare`` (e.g. MovieLens-100K):
+  T1 epoch: next_query, batch 32, full softmax over the vocabulary (4.13 defaults);
+  T2 epoch: the second task, batch 1024, TERACON with knowledge retention on T1.
+One epoch each (max_epochs = 1), training time only (validation excluded), as recorded in
+metrics.json["seconds_per_epoch"]. Run briefly and once::
+
+    querylearn prepare movielens-100k --path /work/shared/data/movielens-100k --out /tmp/ml100k
+    python bench/bench_train.py --data /tmp/ml100k --threads 1 --precision bf16 fp32
+
+(On a shared CPU use --threads 1: two OpenMP threads on two busy cores stall badly.)
+
+Reference (issue 4): the official TERACON code on the same 2-core CPU spends about 0.5 s per T1
+epoch and about 85 s per T2 epoch; the target is at most a fifth of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from querylearn.config import load_config
+from querylearn.continual.config import TrainConfig
+from querylearn.continual.loop import train_sequence
+from querylearn.data.dataset import load_manifest
+
+OFFICIAL = {"T1": 0.5, "T2": 85.0}
+
+
+def bench(data: Path, precision: str, threads: int, seed: int = 0) -> dict:
+    manifest = load_manifest(data)
+    tasks = [t["name"] for t in manifest["tasks"]][:2]
+    cfg = load_config(
+        TrainConfig,
+        None,
+        {
+            "strategy": "teracon",
+            "tasks": tasks,
+            "threads": threads,
+            "precision": precision,
+            "seed": seed,
+            "t1.max_epochs": 1,
+            "t2.max_epochs": 1,  # official sizes otherwise: width 256, 8 blocks, batch 32 / 1024
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        metrics = train_sequence(data, Path(tmp) / "run", config=cfg)
+        wall = time.perf_counter() - t0
+    spe = metrics["seconds_per_epoch"]
+    return {
+        "precision": precision,
+        "tasks": tasks,
+        "seconds_per_epoch": dict(zip(("T1", "T2"), spe, strict=True)),
+        "ratio_to_official": {k: OFFICIAL[k] / v for k, v in zip(("T1", "T2"), spe, strict=True)},
+        "R": metrics["R"],
+        "wall_seconds": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--data", type=Path, required=True, help="dataset dir (querylearn prepare movielens-100k ...)"
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_speed.json")
+    args = ap.parse_args(argv)
+    results = {
+        "dataset": str(args.data),
+        "source": load_manifest(args.data).get("source"),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "official_seconds_per_epoch": OFFICIAL,
+        "runs": [],
+    }
+    for precision in args.precision:
+        r = bench(args.data, precision, args.threads)
+        results["runs"].append(r)
+        print(json.dumps({k: r[k] for k in ("precision", "seconds_per_epoch", "ratio_to_official")}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Checkpoints: tensors in safetensors (no pickle) + a JSON sidecar with everything else.
+
+``NN-NAME.safetensors`` holds the model state dict (keys as in ``UserEncoder.state_dict()``) and the
+strategy's tensors under ``strategy.``; ``NN-NAME.json`` (kind "checkpoint") holds the model
+config, the heads in task order, the masking mode, the task sequence seen so far, the resolved
+train config and the run history (R rows, timings). Both files are written atomically (temp file
++ ``os.replace``); the JSON is written last, so its presence marks a complete checkpoint. The
+optimizer is created fresh for every task (ALGORITHMS.md 4.8), so no optimizer state is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from querylearn.artifacts import check_manifest, read_json, write_json
+from querylearn.errors import ArtifactError
+from querylearn.models.nextitnet import ModelConfig
+from querylearn.models.user_encoder import UserEncoder
+
+KIND = "checkpoint"
+SCHEMA_VERSION = 1
+
+
+def save_checkpoint(
+    stem: str | Path, model: UserEncoder, meta: dict, strategy_state: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write ``stem.safetensors`` then ``stem.json``; returns the JSON path."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (strategy_state or {}).items():
+        tensors[f"strategy.{k}"] = v.detach().cpu().contiguous()
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=".tmp", dir=stem.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, stem.with_suffix(".safetensors"))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    full = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "tensors": stem.with_suffix(".safetensors").name,
+        "vocab_size": int(model.item_embedding.num_embeddings),
+        "embedding_dim": int(model.embedding_dim),
+        "masking": model.masking,
+        "heads": [[name, model.heads.n_classes(name)] for name in model.task_names],
+        "model_config": {
+            **{k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
+            "dilations": list(model.config.dilations),
+        },
+        **meta,
+    }
+    path = stem.with_suffix(".json")
+    write_json(path, full)
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> dict:
+    path = Path(path)
+    meta = read_json(path)
+    check_manifest(path, meta, kind=KIND, schema_version=SCHEMA_VERSION)
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[UserEncoder, dict, dict[str, torch.Tensor]]:
+    """Rebuild the model from a checkpoint JSON (grow with add_task, then load strictly).
+
+    Returns (model, meta, strategy_state).
+    """
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    tensor_path = path.parent / meta["tensors"]
+    if not tensor_path.is_file():
+        raise ArtifactError(
+            f"{tensor_path}: checkpoint tensors missing (the run was interrupted while saving; rerun with --resume)"
+        )
+    cfg = dict(meta["model_config"])
+    cfg["dilations"] = tuple(cfg["dilations"])
+    model = UserEncoder(
+        int(meta["vocab_size"]),
+        ModelConfig(**cfg),
+        masking=meta["masking"],
+        embedding_dim=int(meta["embedding_dim"]),
+    )
+    for name, n_classes in meta["heads"]:
+        model.add_task(name, int(n_classes))
+    tensors = load_file(str(tensor_path))
+    strategy_state = {k[len("strategy.") :]: v for k, v in tensors.items() if k.startswith("strategy.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("strategy.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(
+            f"{tensor_path}: does not match the model described in {path.name} ({str(exc).splitlines()[0]})"
+        ) from None
+    return model.to(device), meta, strategy_state

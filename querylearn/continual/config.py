@@ -1,0 +1,164 @@
+"""TrainConfig: every hyper-parameter of ``train-sequence`` (defaults: ALGORITHMS.md 4.13).
+
+Load with ``querylearn.config.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``; unknown
+keys are errors. The resolved config is written to ``RUN_DIR/config.toml`` and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from querylearn.models.nextitnet import ModelConfig
+
+SELECTION_METRICS = ("task", "accuracy", "mrr@5", "hr@5", "ndcg@5", "mrr@20", "hr@20", "ndcg@20")
+
+
+@dataclass
+class PhaseConfig:
+    """Optimisation of one task: Adam(lr, betas (0.9, 0.999), eps 1e-8, weight_decay), early stopping
+    after ``patience`` epochs without a better validation ``selection_metric``."""
+
+    lr: float = 1e-3
+    batch_size: int = 1024
+    eval_batch_size: int = 1024
+    max_epochs: int = 100
+    patience: int = 5
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.lr <= 0
+            or self.batch_size < 1
+            or self.eval_batch_size < 1
+            or self.max_epochs < 1
+            or self.patience < 1
+        ):
+            raise ValueError("lr > 0 and batch_size, eval_batch_size, max_epochs, patience >= 1 are required")
+
+
+@dataclass
+class NextQueryConfig:
+    """The next_query (T1) task. ignore_padding: drop padded targets from the AR loss (B16 fix; off
+    = parity). exclude_padding_from_ranking: padding is never a ranked candidate. sampled_softmax:
+    number of uniform negatives per batch added to the batch's targets (0 = full softmax)."""
+
+    ignore_padding: bool = False
+    exclude_padding_from_ranking: bool = True
+    sampled_softmax: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampled_softmax < 0:
+            raise ValueError("next_query.sampled_softmax must be >= 0 (0 = full softmax)")
+
+
+@dataclass
+class TeraconConfig:
+    """Knowledge retention and sampling (sections 4.9-4.11, 10.4).
+
+    alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
+    "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
+    subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
+    (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
+    over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
+    classes; bounds the memory of retention on a large next_query vocabulary).
+    """
+
+    alpha: float = 0.7
+    rho_init: float = 0.9
+    rho_sharpness: float = 6.0
+    rho_mode: Literal["relation", "all"] = "relation"
+    min_kr_samples: int = 1
+    teacher_s: Literal["annealed", "smax"] = "annealed"
+    masks: Literal["relation", "plain"] = "relation"
+    kr_logits: Literal["full", "sampled"] = "full"
+    kr_classes: int = 1024
+    cos_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.min_kr_samples < 1:
+            raise ValueError("teracon.min_kr_samples must be >= 1 (0 gives empty retention batches, bug B5)")
+        if self.alpha < 0:
+            raise ValueError("teracon.alpha must be >= 0")
+        if self.kr_classes < 1:
+            raise ValueError("teracon.kr_classes must be >= 1")
+
+
+@dataclass
+class ConureConfig:
+    """CONURE (section 6.6). prune: fraction p of each conv tensor's *free* entries released after
+    every task (0.7 as in [C]); task t keeps (Π_{j<t} p)(1 - p) of the whole tensor."""
+
+    prune: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.prune < 1.0:
+            raise ValueError("conure.prune must lie in (0, 1)")
+
+
+@dataclass
+class HatConfig:
+    """HAT (section 6.5). reg: attention regulariser weight c; compensation: scale the task
+    embedding gradient by (smax/s)(cosh(clamp(s e, ±clamp_s)) + 1)/(cosh(e) + 1)."""
+
+    reg: float = 0.75
+    compensation: bool = True
+    clamp_s: float = 50.0
+
+    def __post_init__(self) -> None:
+        if self.reg < 0:
+            raise ValueError("hat.reg must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train-sequence`` needs besides the data and output paths.
+
+    t1 applies to the first task, t2 to the second, later to the third and every later one
+    (4.13: T1 batch 32 / lr 1e-3 / 10 epochs; T2 batch 1024 / lr 1e-3; T3+ lr 1e-4).
+    selection_metric: validation metric for early stopping; "accuracy" = hit@1 (parity, B24),
+    "task" = each task's own headline metric. smax: mask scale at evaluation and the end of the
+    annealing (4.5). task_emb_clamp: clamp of task embeddings after each step (4.7).
+    precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
+    times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
+    """
+
+    strategy: str = "teracon"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    tasks: tuple[str, ...] = ()
+    selection_metric: str = "accuracy"
+    drop_last: bool = False
+    smax: float = 50.0
+    task_emb_clamp: float = 6.0
+    with_single: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    t1: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(lr=1e-3, batch_size=32, eval_batch_size=512, max_epochs=10)
+    )
+    t2: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(lr=1e-3, batch_size=1024, eval_batch_size=1024, max_epochs=100)
+    )
+    later: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(lr=1e-4, batch_size=1024, eval_batch_size=1024, max_epochs=100)
+    )
+    next_query: NextQueryConfig = field(default_factory=NextQueryConfig)
+    teracon: TeraconConfig = field(default_factory=TeraconConfig)
+    conure: ConureConfig = field(default_factory=ConureConfig)
+    hat: HatConfig = field(default_factory=HatConfig)
+
+    def __post_init__(self) -> None:
+        if self.selection_metric not in SELECTION_METRICS:
+            raise ValueError(
+                f"selection_metric {self.selection_metric!r} is not one of {', '.join(SELECTION_METRICS)}"
+            )
+        if self.smax <= 0 or self.task_emb_clamp <= 0:
+            raise ValueError("smax and task_emb_clamp must be > 0")
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0 (0 = leave torch's default)")
+
+    def phase(self, position: int) -> PhaseConfig:
+        """Optimisation settings of the task at 0-based ``position`` in the sequence."""
+        return self.t1 if position == 0 else self.t2 if position == 1 else self.later

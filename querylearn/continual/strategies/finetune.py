@@ -1,0 +1,13 @@
+"""Sequential fine-tuning (ALGORITHMS.md 6.2 variant): one model, all parameters trained on every
+task in turn, one head per task kept. No masks and no hooks: the lower bound that forgets."""
+
+from __future__ import annotations
+
+from querylearn.continual.protocol import ContinualStrategy
+from querylearn.continual.strategies import STRATEGIES
+
+
+@STRATEGIES.register("finetune")
+class Finetune(ContinualStrategy):
+    name = "finetune"
+    masking = "none"

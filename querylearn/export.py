@@ -1,0 +1,141 @@
+"""User representations from a train-sequence run -> Parquet (the UserRepresentations artifact).
+
+File contract (read by ``coldstart-eval``): column ``user_id`` (string) then ``v0 .. v{D-1}``
+(float32), one row per user in the dataset's user order. File-level metadata key ``querylearn``
+holds JSON: kind "user-representations", schema_version, run dir, checkpoint, task whose mask was
+used, masking, s, pooling ("last-position"), users ("all" | "test"), dim, dataset path.
+
+The representation of a user is the backbone output at the last position of the stored sequence
+(ALGORITHMS.md 3.2), computed with the chosen task's mask at s = smax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from querylearn import __version__
+from querylearn.artifacts import read_json
+from querylearn.continual.checkpoint import load_checkpoint, read_checkpoint_meta
+from querylearn.data.dataset import load_dataset
+from querylearn.data.splits import TEST
+from querylearn.errors import ArtifactError, QuerylearnError
+
+USERS = ("all", "test")
+KIND = "user-representations"
+SCHEMA_VERSION = 1
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    paths = sorted((run_dir / "checkpoints").glob("*.json"))
+    if not paths:
+        raise ArtifactError(
+            f"{run_dir}: no checkpoints; train first with 'querylearn train-sequence --out {run_dir}'"
+        )
+    return paths
+
+
+def _pick_checkpoint(run_dir: Path, task: str | None) -> tuple[Path, dict, str]:
+    paths = _checkpoints(run_dir)
+    last = read_checkpoint_meta(paths[-1])
+    seen = last["tasks_seen"]
+    task = task or seen[-1]
+    if task not in seen:
+        raise QuerylearnError(f"--task {task}: the run has learnt {', '.join(seen)}")
+    if last["strategy"] == "single":  # SinMo: each task has its own model
+        path = paths[seen.index(task)]
+        return path, read_checkpoint_meta(path), task
+    return paths[-1], last, task
+
+
+@torch.no_grad()
+def export_user_representations(
+    run_dir: str | Path,
+    task: str | None = None,
+    users: str = "all",
+    *,
+    batch_size: int = 1024,
+    device: str = "cpu",
+) -> tuple[list[str], np.ndarray]:
+    """(user_ids, vectors [U, D] float32) of ``users`` ("all" | "test") under ``task``'s mask
+    (default: the last task learnt) from the run's latest checkpoint."""
+    vectors, user_ids, _ = _export(Path(run_dir), task, users, batch_size, device)
+    return user_ids, vectors
+
+
+@torch.no_grad()
+def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device: str):
+    if users not in USERS:
+        raise QuerylearnError(f"--users {users!r} is not one of {', '.join(USERS)}")
+    run_meta = read_json(run_dir / "run.json")
+    path, meta, task = _pick_checkpoint(run_dir, task)
+    model, meta, _ = load_checkpoint(path, device)
+    model.eval()
+    ds = load_dataset(run_meta["data"])
+    if len(ds.vocab) != model.item_embedding.num_embeddings:
+        raise ArtifactError(
+            f"{run_meta['data']}: vocabulary size {len(ds.vocab)} differs from the checkpoint's {model.item_embedding.num_embeddings}"
+        )
+    rows = np.arange(ds.n_users) if users == "all" else np.flatnonzero(ds.user_split == TEST)
+    smax = float(meta["config"]["smax"])
+    masks = model.task_masks(task, smax)
+    seqs = np.asarray(ds.sequences)
+    out = np.zeros((len(rows), model.config.channels), dtype=np.float32)
+    for start in range(0, len(rows), batch_size):
+        ids = torch.as_tensor(
+            seqs[rows[start : start + batch_size]].astype(np.int64), device=device
+        )  # [b, L]
+        out[start : start + len(ids)] = model.encode(ids, masks, task=task).float().cpu().numpy()  # [b, C]
+    info = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "querylearn_version": __version__,
+        "run_dir": str(run_dir.resolve()),
+        "checkpoint": str(path.resolve()),
+        "task": task,
+        "masking": model.masking,
+        "s": smax,
+        "pooling": "last-position",
+        "users": users,
+        "n_users": int(len(rows)),
+        "dim": int(out.shape[1]),
+        "dataset": str(run_meta["data"]),
+        "strategy": meta["strategy"],
+    }
+    return out, [ds.user_ids[i] for i in rows], info
+
+
+def export_users(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    task: str | None = None,
+    users: str = "all",
+    batch_size: int = 1024,
+    device: str = "cpu",
+) -> dict:
+    """Write the Parquet file (atomically) and return its metadata dict."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors, user_ids, info = _export(Path(run_dir), task, users, batch_size, device)
+    columns = {"user_id": pa.array(user_ids, type=pa.string())}
+    for d in range(vectors.shape[1]):
+        columns[f"v{d}"] = pa.array(vectors[:, d], type=pa.float32())
+    table = pa.table(columns).replace_schema_metadata({"querylearn": json.dumps(info, ensure_ascii=False)})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return info
