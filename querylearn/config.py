@@ -138,7 +138,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     # start from the defaults so partial tables keep the remaining defaults
     merged = to_dict(cls())
-    _deep_update(merged, data, "")
+    where = f"{path}: " if path is not None else ""
+    try:
+        _deep_update(merged, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -146,7 +150,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     try:
         return _build(cls, merged)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{exc}") from None
 
 
