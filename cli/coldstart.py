@@ -1,3 +1,167 @@
-"""CLI commands (filled in by the stage that owns them)."""
+"""``querylearn coldstart-eval``: NCF on learnt user representations, warm vs cold users, vs baselines."""
 
-from querylearn.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from querylearn.cli.app import app, console
+from querylearn.config import load_config
+from querylearn.errors import QuerylearnError
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}~{k}", k + 1
+    taken.add(out)
+    return out
+
+
+def representations_from_runs(runs: list[Path], tasks: list[str]):
+    """Export user representations from each run (after each task) through ``querylearn.export``."""
+    from querylearn.recsys.representations import UserRepresentations
+
+    try:
+        from querylearn.export import export_user_representations
+    except ImportError as exc:
+        raise QuerylearnError(
+            f"--run needs querylearn.export (export-users), which this install lacks ({exc}); "
+            "export with 'querylearn export-users' and pass the Parquet file with --users-from"
+        ) from None
+    out = []
+    for run in runs:
+        if not Path(run).is_dir():
+            raise QuerylearnError(f"--run {run}: not a directory (pass a train-sequence run directory)")
+        for task in tasks or [None]:
+            user_ids, vectors = export_user_representations(run, task=task, users="all")
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(user_ids) != len(vectors):
+                raise QuerylearnError(
+                    f"--run {run}: export returned {len(user_ids)} ids for vectors {vectors.shape}"
+                )
+            name = Path(run).name + (f"@{task}" if task else "")
+            origin = f"{run}" + (f" (after task {task})" if task else "")
+            out.append(UserRepresentations(name, [str(u) for u in user_ids], vectors, origin))
+    return out
+
+
+def item_vectors_from_table(emb_dir: Path, dataset) -> np.ndarray:
+    """Embed every item text of ``dataset`` with the embed-init table at ``emb_dir``. -> [n_items, E]."""
+    from querylearn.embeddings import embed_queries
+
+    if dataset.interactions is None:
+        raise QuerylearnError(f"{dataset.path}: the dataset has no interactions/items to initialise")
+    texts = list(dataset.interactions.item_texts)
+    if len(texts) != dataset.interactions.n_items or not any(texts):
+        raise QuerylearnError(
+            f"{dataset.path}/items.json: no item texts to embed; --item-init needs item titles (drop --item-init)"
+        )
+    return np.asarray(embed_queries(emb_dir, texts).vectors, dtype=np.float32)
+
+
+@app.command("coldstart-eval")
+def coldstart_eval_cli(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory (from 'querylearn prepare').")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Report directory: report.json, report.csv, config.toml.")
+    ],
+    run: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--run",
+            help="train-sequence run directory; repeat to compare runs (exported via querylearn.export).",
+        ),
+    ] = None,
+    after_task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after-task",
+            help="Task whose mask is used for the --run export; repeat to compare (e.g. T4, T7).",
+        ),
+    ] = None,
+    users_from: Annotated[
+        list[Path] | None,
+        typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = "neumf",
+    negatives: Annotated[
+        int, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
+    ] = 99,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split, candidates, tie keys and training.")
+    ] = 0,
+    cold_fraction: Annotated[
+        float,
+        typer.Option("--cold-fraction", help="Seeded fraction of otherwise-warm users made cold (0..1)."),
+    ] = 0.0,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs (default 10).")] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant", help="User side: id | init | concat | rep; repeatable (default: id and rep)."
+        ),
+    ] = None,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option("--baseline", help="most-popular | als | bpr | random; repeatable (default: all four)."),
+    ] = None,
+    item_init: Annotated[
+        Path | None,
+        typer.Option(
+            "--item-init", help="embed-init table dir: initialise NCF items from their text (embed_queries)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF).")
+    ] = 1,
+    device: Annotated[str, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")] = "cpu",
+) -> None:
+    """Rank each user's held-out latest item against sampled negatives: NCF variants vs baselines, warm vs cold."""
+    from querylearn.data.dataset import load_dataset
+    from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
+    from querylearn.recsys.report import render_table, write_report
+    from querylearn.recsys.representations import read_user_parquet
+
+    if after_task and not run:
+        raise QuerylearnError("--after-task selects the task mask of a --run export; pass at least one --run")
+    overrides = {
+        "negatives": negatives,
+        "seed": seed,
+        "cold_fraction": cold_fraction,
+        "threads": threads,
+        "variants": list(variant) if variant else None,
+        "baselines": list(baseline) if baseline else None,
+        "ncf.model": model,
+        "ncf.epochs": epochs,
+        "ncf.device": device,
+    }
+    config = load_config(ColdstartConfig, None, overrides)
+    dataset = load_dataset(data)
+    sources = []
+    taken: set[str] = set()
+    for path in users_from or []:
+        rep = read_user_parquet(path)
+        rep.name = _unique_name(rep.name, taken)
+        sources.append(rep)
+    for rep in representations_from_runs(list(run), list(after_task or [])) if run else []:
+        rep.name = _unique_name(rep.name, taken)
+        sources.append(rep)
+    item_vectors = item_vectors_from_table(item_init, dataset) if item_init is not None else None
+    report = coldstart_eval(
+        dataset,
+        sources,
+        config,
+        item_vectors=item_vectors,
+        item_vectors_origin=None if item_init is None else str(item_init),
+        log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False),
+    )
+    write_report(out, report, config)
+    # A pipe or log file gets a fixed width so method names are not folded.
+    (console if console.is_terminal else Console(width=120)).print(render_table(report))
+    console.print(f"wrote {out / 'report.json'} and {out / 'report.csv'} ({report['seconds']:.1f}s)")

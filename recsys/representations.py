@@ -1,0 +1,124 @@
+"""User representations for ``coldstart-eval``: read the UserRepresentations Parquet and align it.
+
+Contract (written by ``querylearn export-users``): a Parquet file with a string column
+``user_id`` and float vector columns ``v0 .. v{D-1}``; one row per user, ids unique. Every id
+must be a user of the dataset, and every dataset user who has an interaction must have a row
+(they are all ranked).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from querylearn.errors import DataError, QuerylearnError
+
+_VEC = re.compile(r"^v(\d+)$")
+
+
+@dataclass
+class UserRepresentations:
+    """One representation source. ``vectors`` [n, D] float32 rows match ``user_ids``."""
+
+    name: str
+    user_ids: list[str]
+    vectors: np.ndarray
+    origin: str  # file or run directory (+ task) it came from
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def read_user_parquet(path: str | Path, name: str | None = None) -> UserRepresentations:
+    """Read ``user_id`` + ``v0..v{D-1}`` from a Parquet file; errors name the file and the fix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found", fix="write it with 'querylearn export-users'")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    columns = table.column_names
+    if "user_id" not in columns:
+        raise DataError(
+            path,
+            f"missing column 'user_id' (found: {', '.join(columns[:8])})",
+            fix="export with 'querylearn export-users' (columns user_id, v0..v{D-1})",
+        )
+    vec_cols = sorted((int(m.group(1)), c) for c in columns if (m := _VEC.match(c)))
+    if not vec_cols:
+        raise DataError(path, "no vector columns v0..v{D-1}", fix="export with 'querylearn export-users'")
+    expected = list(range(len(vec_cols)))
+    if [i for i, _ in vec_cols] != expected:
+        missing = sorted(set(expected) - {i for i, _ in vec_cols})
+        raise DataError(path, f"vector columns are not contiguous from v0 (missing v{missing[0]})")
+    for _, c in vec_cols:
+        if not pa.types.is_floating(table.schema.field(c).type) and not pa.types.is_integer(
+            table.schema.field(c).type
+        ):
+            raise DataError(path, f"column '{c}' has type {table.schema.field(c).type}, expected float32")
+    user_ids = [str(u) if u is not None else None for u in table.column("user_id").to_pylist()]
+    for row, u in enumerate(user_ids):
+        if u is None or u == "":
+            raise DataError(path, "empty user_id", row=row + 1)
+    vectors = np.column_stack(
+        [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for _, c in vec_cols]
+    )
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"non-finite vector for user_id '{user_ids[row]}'", row=row + 1)
+    seen: dict[str, int] = {}
+    for row, u in enumerate(user_ids):
+        if u in seen:
+            raise DataError(path, f"user_id '{u}' appears twice (rows {seen[u] + 1} and {row + 1})")
+        seen[u] = row
+    return UserRepresentations(name or path.stem, user_ids, vectors, str(path))
+
+
+def align_to_dataset(
+    rep: UserRepresentations, dataset_user_ids: list[str], required: np.ndarray
+) -> np.ndarray:
+    """Reorder ``rep`` to dataset user order. -> [n_users, D] float32 (zeros for users not required).
+
+    required: [n_users] bool, users that must have a vector (every ranked user).
+    """
+    index = {u: i for i, u in enumerate(dataset_user_ids)}
+    out = np.zeros((len(dataset_user_ids), rep.dim), dtype=np.float32)
+    have = np.zeros(len(dataset_user_ids), dtype=bool)
+    unknown = [u for u in rep.user_ids if u not in index]
+    if unknown:
+        raise QuerylearnError(
+            f"{rep.origin}: {len(unknown)} user_id(s) are not users of the dataset (first: '{unknown[0]}'); "
+            "export the representations from a run trained on this dataset"
+        )
+    rows = np.array([index[u] for u in rep.user_ids], dtype=np.int64)
+    out[rows] = rep.vectors
+    have[rows] = True
+    missing = np.flatnonzero(required & ~have)
+    if len(missing):
+        raise QuerylearnError(
+            f"{rep.origin}: no representation for {len(missing)} dataset user(s) with interactions "
+            f"(first: '{dataset_user_ids[missing[0]]}'); export every user (export-users --users all)"
+        )
+    return out
+
+
+def standardise(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per-dimension z-score using the mean/std of ``rows`` (users ranked). [U, D] -> [U, D] float32.
+
+    Keeps the scale of every source comparable for the learnt projection; constant dimensions
+    are only centred.
+    """
+    sub = vectors[rows].astype(np.float64)
+    mean = sub.mean(axis=0)
+    std = sub.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return ((vectors - mean) / std).astype(np.float32)

@@ -1,0 +1,322 @@
+"""coldstart-eval end to end on the toy dataset, shared candidate lists, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from querylearn.cli.main import main
+from querylearn.data.dataset import load_dataset
+from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
+from querylearn.recsys.interactions import COLD_RULE
+from querylearn.recsys.representations import UserRepresentations
+from querylearn.recsys.train import NCFConfig
+
+METRICS = {"n_users", "hr@1", "hr@5", "hr@10", "ndcg@10"}
+
+
+def _write_reps(path, user_ids, vectors):
+    frame = {"user_id": list(user_ids)}
+    frame.update({f"v{j}": vectors[:, j].astype(np.float32) for j in range(vectors.shape[1])})
+    pd.DataFrame(frame).to_parquet(path)
+
+
+@pytest.fixture(scope="module")
+def toy_reps(toy_dataset, tmp_path_factory):
+    """A representation that knows each user's last query (the toy items follow it)."""
+    ds = load_dataset(toy_dataset)
+    last = ds.sequences[:, -1].astype(np.int64)
+    vectors = np.eye(len(ds.vocab), dtype=np.float32)[last]  # one-hot, D = vocabulary size
+    path = tmp_path_factory.mktemp("reps") / "toy_reps.parquet"
+    _write_reps(path, ds.user_ids, vectors)
+    return path
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_cli_end_to_end_on_toy(toy_dataset, toy_reps, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, stdout, _ = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy_dataset),
+            "--out",
+            str(out),
+            "--users-from",
+            str(toy_reps),
+            "--negatives",
+            "10",
+            "--seed",
+            "1",
+            "--epochs",
+            "2",
+            "--cold-fraction",
+            "0.2",
+            "--threads",
+            "1",
+            "--variant",
+            "id",
+            "--variant",
+            "rep",
+            "--variant",
+            "init",
+            "--variant",
+            "concat",
+        ],
+        capsys,
+    )
+    assert code in (0, None)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["cold_rule"] == COLD_RULE
+    assert report["negatives"] == 10 and report["seed"] == 1
+    c = report["counts"]
+    # toy: every fourth user has one interaction (zero training rows); 20% of the 150 warm become cold
+    assert c["n_eval_users"] == 200 and c["n_cold_zero_train"] == 50 and c["n_cold_forced"] == 30
+    assert (c["n_warm"], c["n_cold"]) == (120, 80)
+    d = len(load_dataset(toy_dataset).vocab)
+    expected = {"most-popular", "als", "bpr", "neumf-id"}
+    for v in ("rep", "init", "concat"):
+        expected |= {f"neumf-{v}[random-d{d}]", f"neumf-{v}[toy_reps]"}
+    assert set(report["methods"]) == expected
+    for entry in report["methods"].values():
+        for group, n in (("warm", 120), ("cold", 80), ("all", 200)):
+            assert set(entry[group]) == METRICS
+            assert entry[group]["n_users"] == n
+            for m in METRICS - {"n_users"}:
+                assert 0.0 <= entry[group][m] <= 1.0
+    rows = list(csv.DictReader((out / "report.csv").open(encoding="utf-8")))
+    assert len(rows) == 3 * len(expected)
+    assert set(rows[0]) == {"method", "group", "n_users", "hr@1", "hr@5", "hr@10", "ndcg@10"}
+    assert (out / "config.toml").is_file()
+    assert "neumf-rep" in stdout and "HR@10" in stdout
+
+
+def test_same_seed_same_candidates_for_every_method(toy_dataset):
+    ds = load_dataset(toy_dataset)
+    small = NCFConfig(epochs=1)
+    a = coldstart_eval(ds, [], ColdstartConfig(threads=1, negatives=8, seed=3, variants=("id",), ncf=small))
+    b = coldstart_eval(
+        ds,
+        [],
+        ColdstartConfig(
+            threads=1,
+            negatives=8,
+            seed=3,
+            variants=("id",),
+            baselines=("most-popular",),
+            ncf=NCFConfig(epochs=1, model="gmf"),
+        ),
+    )
+    c = coldstart_eval(
+        ds, [], ColdstartConfig(threads=1, negatives=8, seed=4, variants=("id",), baselines=(), ncf=small)
+    )
+    assert a["candidates"]["sha256"] == b["candidates"]["sha256"] != c["candidates"]["sha256"]
+    # most-popular does not depend on training, so it must score identically in both reports
+    pop_a, pop_b = dict(a["methods"]["most-popular"]), dict(b["methods"]["most-popular"])
+    pop_a.pop("seconds"), pop_b.pop("seconds")
+    assert pop_a == pop_b
+
+
+def test_learnt_representation_beats_random_for_cold_users(toy_dataset, toy_reps):
+    """The toy items follow the last query, so a representation holding it must help cold users."""
+    from querylearn.recsys.representations import read_user_parquet
+
+    ds = load_dataset(toy_dataset)
+    rep = read_user_parquet(toy_reps)
+    cfg = ColdstartConfig(
+        threads=1, negatives=10, variants=("rep",), baselines=("random",), ncf=NCFConfig(epochs=8, lr=0.01)
+    )
+    report = coldstart_eval(ds, [rep], cfg)
+    learnt = report["methods"]["neumf-rep[toy_reps]"]["cold"]["hr@1"]
+    random = report["methods"][f"neumf-rep[random-d{rep.dim}]"]["cold"]["hr@1"]
+    # ceiling ~0.4: users sharing a last query share several items, so HR@1 cannot reach 1
+    assert learnt > random + 0.15
+
+
+def test_missing_parquet_column_is_one_line_error(toy_dataset, tmp_path, capsys):
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"user": ["u00000"], "v0": np.float32([1.0])}).to_parquet(bad)
+    code, _, err = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy_dataset),
+            "--out",
+            str(tmp_path / "r"),
+            "--users-from",
+            str(bad),
+            "--negatives",
+            "5",
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert "missing column 'user_id'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # one message (rich may wrap a long line once)
+
+
+def test_unknown_user_ids_are_one_line_error(toy_dataset, tmp_path, capsys):
+    ds = load_dataset(toy_dataset)
+    ids = [*ds.user_ids, "nobody"]
+    bad = tmp_path / "stranger.parquet"
+    _write_reps(bad, ids, np.ones((len(ids), 3), dtype=np.float32))
+    code, _, err = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy_dataset),
+            "--out",
+            str(tmp_path / "r"),
+            "--users-from",
+            str(bad),
+            "--negatives",
+            "5",
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert "not users of the dataset" in err and "'nobody'" in err and "Traceback" not in err
+
+
+def test_bad_inputs_raise_typed_errors(toy_dataset, tmp_path):
+    from querylearn.errors import QuerylearnError
+    from querylearn.recsys.representations import align_to_dataset, read_user_parquet
+
+    gap = tmp_path / "gap.parquet"
+    pd.DataFrame({"user_id": ["u00000"], "v0": np.float32([1.0]), "v2": np.float32([1.0])}).to_parquet(gap)
+    with pytest.raises(QuerylearnError, match="missing v1"):
+        read_user_parquet(gap)
+    dup = tmp_path / "dup.parquet"
+    _write_reps(dup, ["u00000", "u00000"], np.ones((2, 2), dtype=np.float32))
+    with pytest.raises(QuerylearnError, match="appears twice"):
+        read_user_parquet(dup)
+    part = UserRepresentations("part", ["u00001"], np.ones((1, 2), dtype=np.float32), "part.parquet")
+    ds = load_dataset(toy_dataset)
+    with pytest.raises(QuerylearnError, match="no representation for 199"):
+        align_to_dataset(part, ds.user_ids, np.ones(ds.n_users, dtype=bool))
+    with pytest.raises(QuerylearnError, match="--negatives"):
+        coldstart_eval(
+            ds, [], ColdstartConfig(threads=1, negatives=99, variants=("id",), ncf=NCFConfig(epochs=1))
+        )
+
+
+def test_after_task_without_run_and_missing_export_are_errors(toy_dataset, tmp_path, capsys):
+    code, _, err = _run(
+        ["coldstart-eval", "--data", str(toy_dataset), "--out", str(tmp_path / "r"), "--after-task", "T2"],
+        capsys,
+    )
+    assert code == 1 and "--after-task" in err
+
+
+def test_several_runs_and_tasks_make_one_table(toy_dataset, tmp_path, capsys, monkeypatch):
+    """--run A --run B --after-task T1 --after-task T3 -> four sources, exported through querylearn.export."""
+    import querylearn.export as export
+
+    ds = load_dataset(toy_dataset)
+    calls = []
+
+    def fake_export(run_dir, task=None, users="all"):
+        calls.append((Path(run_dir).name, task, users))
+        rng = np.random.default_rng(len(calls))
+        return list(ds.user_ids), rng.standard_normal((ds.n_users, 4)).astype(np.float32)
+
+    monkeypatch.setattr(export, "export_user_representations", fake_export)
+    runs = [tmp_path / "teracon", tmp_path / "finetune"]
+    for r in runs:
+        r.mkdir()
+    out = tmp_path / "report"
+    code, _, _ = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy_dataset),
+            "--out",
+            str(out),
+            "--run",
+            str(runs[0]),
+            "--run",
+            str(runs[1]),
+            "--after-task",
+            "T1",
+            "--after-task",
+            "T3",
+            "--negatives",
+            "5",
+            "--epochs",
+            "1",
+            "--variant",
+            "rep",
+            "--baseline",
+            "random",
+            "--threads",
+            "1",
+        ],
+        capsys,
+    )
+    assert code in (0, None)
+    assert calls == [
+        ("teracon", "T1", "all"),
+        ("teracon", "T3", "all"),
+        ("finetune", "T1", "all"),
+        ("finetune", "T3", "all"),
+    ]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert list(report["methods"]) == [
+        "neumf-rep[random-d4]",
+        "neumf-rep[teracon@T1]",
+        "neumf-rep[teracon@T3]",
+        "neumf-rep[finetune@T1]",
+        "neumf-rep[finetune@T3]",
+    ]
+
+
+def test_item_text_vectors_initialise_the_item_side(toy_dataset):
+    ds = load_dataset(toy_dataset)
+    items = np.random.default_rng(0).standard_normal((ds.interactions.n_items, 6)).astype(np.float32)
+    cfg = ColdstartConfig(threads=1, negatives=5, variants=("id",), baselines=(), ncf=NCFConfig(epochs=1))
+    report = coldstart_eval(ds, [], cfg, item_vectors=items, item_vectors_origin="emb")
+    assert report["item_init"] == {"origin": "emb", "dim": 6}
+    assert report["methods"]["neumf-id"]["all"]["n_users"] == 200
+    from querylearn.errors import QuerylearnError
+
+    with pytest.raises(QuerylearnError, match="one row per item"):
+        coldstart_eval(ds, [], cfg, item_vectors=items[:3])
+
+
+def test_item_init_from_an_embed_init_table_end_to_end(toy_dataset, tmp_path, capsys):
+    """--item-init EMB_DIR embeds the item titles with the table's model (tiny KoBERT built here)."""
+    import sys
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import kobert_tiny
+
+    emb = tmp_path / "emb"
+    code, _, err = _run(
+        ["embed-init", "--data", str(toy_dataset), "--source", "kobert", "--model",
+         str(kobert_tiny.tiny_kobert_dir()), "--out", str(emb)],
+        capsys,
+    )  # fmt: skip
+    assert code in (0, None), err
+    out = tmp_path / "report"
+    code, _, err = _run(
+        ["coldstart-eval", "--data", str(toy_dataset), "--out", str(out), "--negatives", "5", "--epochs", "1",
+         "--variant", "id", "--baseline", "most-popular", "--item-init", str(emb), "--threads", "1"],
+        capsys,
+    )  # fmt: skip
+    assert code in (0, None), err
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["item_init"]["origin"] == str(emb) and report["item_init"]["dim"] > 0
+    assert set(report["methods"]) == {"most-popular", "neumf-id"}
