@@ -32,13 +32,13 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # ~3 minutes on 2 CPU cores: small model, few epochs, T1 with a sampled softmax
+    # a few minutes on 2 CPU cores: small model, few epochs, T1 with a sampled softmax
     "small": Preset(
-        users=1500,
+        users=3000,
         train={
             "model.channels": 64, "model.dilations": [1, 4, 1, 4],
-            "t1.max_epochs": 4, "t1.batch_size": 64, "t2.max_epochs": 6, "later.max_epochs": 6,
-            "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 2, "later.patience": 2,
+            "t1.max_epochs": 8, "t1.batch_size": 64, "t2.max_epochs": 15, "later.max_epochs": 15,
+            "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 3, "later.patience": 3,
             "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 512, "threads": 1,
         },
         coldstart_epochs=5, negatives=19, after_tasks=("T4", "T7"), with_single=False,

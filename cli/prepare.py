@@ -67,13 +67,18 @@ def prepare_cli(
     min_label_count: Annotated[int, typer.Option(help="Drop label rows of labels seen fewer times (counted).")] = 1,
     split: Annotated[str, typer.Option(help="user (default: one user-level 80/5/15 split) | example (parity mode).")] = "user",
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk when reading the log.")] = 500_000,
+    exclude_last_interaction: Annotated[bool, typer.Option(
+        "--exclude-last-interaction",
+        help="[movielens-100k | kmrd] keep each user's latest rating out of the query sequences and labels "
+        "(interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
 ) -> None:
     """Build a dataset directory from a source and print its summary table."""
     if source not in SOURCES:
         raise QuerylearnError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
     default_len = 30 if source in ("movielens-100k", "kmrd") else 60
     opts = BuildOptions(seq_len=seq_len or default_len, min_count=min_count, min_label_count=min_label_count,
-                        split=split, seed=seed, chunk_rows=chunk_rows)
+                        split=split, seed=seed, chunk_rows=chunk_rows,
+                        exclude_last_interaction=exclude_last_interaction)
     t0 = time.perf_counter()
     manifest = prepare(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
                        tasks=tasks, interactions=interactions, items=items)

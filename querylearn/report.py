@@ -210,11 +210,12 @@ def plot_r_matrix(metrics: dict, title: str, path: Path) -> Path:
 def plot_similarity(names: list[str], sim: np.ndarray, title: str, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
-    im = ax.imshow(sim, vmin=min(0.0, float(sim.min())), vmax=1.0, cmap="magma")
+    # masks at smax are close to 1 in most channels, so the colour scale starts at the smallest value
+    im = ax.imshow(sim, vmin=float(sim.min()), vmax=1.0, cmap="magma")
     for i in range(len(names)):
         for j in range(len(names)):
             ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if sim[i, j] < 0.7 else "black")
+                    color="white" if sim[i, j] < (1.0 + float(sim.min())) / 2 else "black")
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_title(title, fontsize=9)
@@ -247,7 +248,7 @@ def plot_warm_cold(report: dict, path: Path) -> Path:
     methods = list(report["methods"])
     groups = ("warm", "cold")
     ks = ("hr@1", "hr@5", "hr@10")
-    fig, axes = plt.subplots(1, 3, figsize=(3.2 * 3, 3.4), sharey=False)
+    fig, axes = plt.subplots(1, 3, figsize=(3.2 * 3, 3.4 + 0.25 * ((len(methods) + 3) // 4)), sharey=False)
     width = 0.8 / max(1, len(methods))
     for ax, k in zip(axes, ks, strict=True):
         for m, name in enumerate(methods):
@@ -255,10 +256,12 @@ def plot_warm_cold(report: dict, path: Path) -> Path:
             ax.bar(np.arange(len(groups)) + m * width, vals, width, label=name)
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
         ax.set_title(k.upper(), fontsize=9)
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(methods)), fontsize=7, frameon=False)
     fig.suptitle(f"warm vs cold users ({report['counts']['n_warm']} warm, {report['counts']['n_cold']} cold)",
                  fontsize=9)
-    fig.tight_layout()
+    rows = (len(methods) + 3) // 4
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

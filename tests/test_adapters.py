@@ -75,3 +75,31 @@ def test_favourite_rule_breaks_ties_by_global_frequency():
 def test_missing_folder_is_one_line(tmp_path):
     with pytest.raises(DataError, match="u.data: file not found"):
         prepare_movielens_100k(tmp_path / "o", path=tmp_path, opts=BuildOptions())
+
+
+def test_exclude_last_interaction_hides_the_held_out_item(tmp_path, ml100k_dir):
+    prepare_movielens_100k(tmp_path / "x", path=ml100k_dir, opts=BuildOptions(seq_len=30, exclude_last_interaction=True))
+    ds = load_dataset(tmp_path / "x")
+    r = pd.read_csv(ml100k_dir / "u.data", sep="\t", header=None, names=["user", "item", "rating", "ts"])
+    r = r.sort_values(["user", "ts", "item"], kind="stable")
+    last = r.groupby("user").tail(1).set_index("user")
+    items = pd.read_csv(ml100k_dir / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1], names=["item", "title"])
+    title = dict(zip(items.item, items.title.str.lower(), strict=True))
+    t2 = ds.task("T2")
+    checked = 0
+    for user in (1, 2, 3, 10, 100):
+        u = ds.user_ids.index(str(user))
+        item, rating = int(last.loc[user, "item"]), int(last.loc[user, "rating"])
+        seq = [ds.vocab.queries[i] for i in ds.sequences[u] if i != 0]
+        if rating < 4:
+            # the held-out rating is not the most recent query any more (it is gone from the history)
+            history = r[(r.user == user) & ~r.rating.isin([4, 5])].iloc[:-1]
+            assert seq == [title[i] for i in history.item][-30:]
+            checked += 1
+        elif rating == 4:
+            labels = {t2.label_names[lab] for lab in t2.label[t2.user_index == u]}
+            assert str(item) not in labels
+            checked += 1
+    assert checked >= 3
+    assert ds.manifest["excluded_last_interaction_rows"] == 943
+    assert ds.manifest["interactions"]["n_rows"] >= 99_000  # interactions keep every rating

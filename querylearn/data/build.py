@@ -32,6 +32,9 @@ class BuildOptions:
     split: str = "user"  # user | example (parity mode, ALGORITHMS.md 2.7)
     seed: int = 0
     chunk_rows: int = 500_000
+    # movielens-100k / kmrd: keep each user's latest rating out of the query sequences and the label
+    # tables (the interactions keep it), so coldstart-eval's held-out item is unseen by the representation
+    exclude_last_interaction: bool = False
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:

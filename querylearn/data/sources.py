@@ -104,6 +104,12 @@ def _need(path: Path, names: tuple[str, ...]) -> None:
             raise DataError(path / n, "file not found", fix=f"--path must point at the folder holding {', '.join(names)}")
 
 
+def _without_latest(frame: pd.DataFrame, user: str, order: list[str]) -> tuple[pd.DataFrame, int]:
+    """Drop each user's latest row (by ``order``; the frame must already be sorted by it)."""
+    latest = frame.groupby(user, sort=False).tail(1).index
+    return frame.drop(index=latest), len(latest)
+
+
 def prepare_movielens_100k(out: str | Path, *, path: str | Path, opts: BuildOptions) -> dict:
     """MovieLens-100K: T1 chronological movies not rated 4/5 (last seq_len, default 30), T2 rated 4,
     T3 rated 5, T4 gender, T5 age group (ML-1M buckets), T6 occupation; titles are the item text."""
@@ -116,12 +122,15 @@ def prepare_movielens_100k(out: str | Path, *, path: str | Path, opts: BuildOpti
                         names=["item", "title"], dtype=str)
     title = dict(zip(items["item"].astype(int), items["title"], strict=True))
     ratings = ratings.sort_values(["user", "ts", "item"], kind="stable")
-    low = ratings[~ratings["rating"].isin([4, 5])]
+    history, held_out = ratings, 0
+    if opts.exclude_last_interaction:
+        history, held_out = _without_latest(ratings, "user", ["ts", "item"])
+    low = history[~history["rating"].isin([4, 5])]
     log = LogAccumulator(opts.seq_len, path=str(path / "u.data"))
     log.add(frame_from_records({"user_id": low["user"], "timestamp": low["ts"],
                                 "query": low["item"].map(title)}))
-    r4 = ratings[ratings["rating"] == 4]
-    r5 = ratings[ratings["rating"] == 5]
+    r4 = history[history["rating"] == 4]
+    r5 = history[history["rating"] == 5]
     tables = [
         LabelTable("T1", "next_query", "mrr@5", None, str(path / "u.data")),
         LabelTable("T2", "multi_target", "mrr@5", frame_from_records({"user_id": r4["user"], "label": r4["item"]}),
@@ -140,7 +149,8 @@ def prepare_movielens_100k(out: str | Path, *, path: str | Path, opts: BuildOpti
     texts = {str(k): v for k, v in title.items()}
     return assemble(out, log, tables, opts, source="movielens-100k", synthetic=False, interactions=inter,
                     interactions_path=str(path / "u.data"), item_texts=texts,
-                    extra={"inputs": {"path": str(path)}})
+                    extra={"inputs": {"path": str(path)},
+                           "excluded_last_interaction_rows": held_out})
 
 
 def _favourite(rated: pd.DataFrame, attr: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -179,24 +189,28 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
     # some movies have an empty title: they get the text "movie <id>" (counted in the manifest)
     title = {m: t.strip() for m, t in zip(movies["movie"], movies["title"], strict=True) if t.strip()}
     rates = rates.sort_values(["user", "time", "_row"], kind="stable")
+    history, held_out = rates, 0
+    if opts.exclude_last_interaction:
+        history, held_out = _without_latest(rates, "user", ["time", "_row"])
     log = LogAccumulator(opts.seq_len, path=str(path / "rates.csv"))
-    log.add(frame_from_records({"user_id": rates["user"], "timestamp": rates["time"],
-                                "query": rates["movie"].map(lambda m: title.get(m, f"movie {m}"))}))
-    r10 = rates[rates["rate"] == 10]
+    log.add(frame_from_records({"user_id": history["user"], "timestamp": history["time"],
+                                "query": history["movie"].map(lambda m: title.get(m, f"movie {m}"))}))
+    r10 = history[history["rate"] == 10]
     tables = [
         LabelTable("T1", "next_query", "mrr@5", None, str(path / "rates.csv")),
         LabelTable("T2", "multi_target", "mrr@5", frame_from_records({"user_id": r10["user"], "label": r10["movie"]}),
                    str(path / "rates.csv")),
-        LabelTable("T3", "classify", "accuracy", frame_from_records(_favourite(rates, genres, "genre")),
+        LabelTable("T3", "classify", "accuracy", frame_from_records(_favourite(history, genres, "genre")),
                    str(path / "genres.csv")),
-        LabelTable("T4", "classify", "accuracy", frame_from_records(_favourite(rates, countries, "country")),
+        LabelTable("T4", "classify", "accuracy", frame_from_records(_favourite(history, countries, "country")),
                    str(path / "countries.csv")),
     ]
     inter = frame_from_records({"user_id": rates["user"], "item_id": rates["movie"], "timestamp": rates["time"]})
     return assemble(out, log, tables, opts, source="kmrd", synthetic=False, interactions=inter,
                     interactions_path=str(path / "rates.csv"), item_texts=title,
                     extra={"inputs": {"path": str(path)},
-                           "movies_without_title": int((~rates["movie"].isin(title)).sum())})
+                           "movies_without_title": int((~rates["movie"].isin(title)).sum()),
+                           "excluded_last_interaction_rows": held_out})
 
 
 def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
