@@ -5,8 +5,7 @@ Usage::
     python bench/bench_coldstart.py [--data ML100K_DATASET_DIR] [--run RUN_DIR ...] [--after-task T]
                                     [--users-from FILE.parquet ...] [--cold-fraction 0.3] [--out DIR]
 
-Dataset: ``--data``, else ``/work/scratch/ml100k`` when it exists, else it is prepared into the
-output folder with ``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
+Dataset: ``--data``, else it is prepared into the output folder with ``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
 ``../shared/data/movielens-100k`` next to the repository; the raw files are never copied here).
 
 Representations: every ``--run`` / ``--users-from`` given. With none, the benchmark writes a
@@ -35,7 +34,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RAW = Path(os.environ.get("QUERYLEARN_ML100K", REPO.parent / "shared" / "data" / "movielens-100k"))
-SCRATCH = Path("/work/scratch/ml100k")
 
 
 def querylearn(*args: str) -> list[str]:
@@ -45,14 +43,13 @@ def querylearn(*args: str) -> list[str]:
 def ensure_dataset(data: Path | None, out: Path) -> Path:
     if data is not None:
         return data
-    if (SCRATCH / "dataset.json").is_file():
-        return SCRATCH
     target = out / "ml100k"
     if not (target / "dataset.json").is_file():
         if not (DEFAULT_RAW / "u.data").is_file():
             sys.exit(f"MovieLens-100K not found at {DEFAULT_RAW}; set QUERYLEARN_ML100K or pass --data")
         subprocess.run(
-            querylearn("prepare", "movielens-100k", "--path", str(DEFAULT_RAW), "--out", str(target)),
+            querylearn("prepare", "movielens-100k", "--path", str(DEFAULT_RAW), "--out", str(target),
+                       "--exclude-last-interaction"),
             check=True,
             stdout=subprocess.DEVNULL,
         )
