@@ -96,3 +96,17 @@ def test_mask_similarity_known_answer():
     masks = np.array([[[1.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]])  # [N=3, M=1, C=2]
     sim = mask_similarity(masks)
     assert np.allclose(sim, [[1, 0, 2**-0.5], [0, 1, 2**-0.5], [2**-0.5, 2**-0.5, 1]])
+
+
+def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
+    import kobert_tiny  # tests/ is on sys.path under pytest's default import mode
+
+    out = tmp_path / "k"
+    run_demo(out, preset="tiny", seed=0, e5=False, kobert=kobert_tiny.tiny_kobert_dir())
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["sources"] == ["random", "kobert"]
+    assert demo["strategies"] == ["teracon-random", "teracon-kobert", "finetune-random"]
+    meta = json.loads((out / "emb" / "kobert" / "meta.json").read_text())
+    assert meta["source"] == "kobert" and meta["pooling"] == "subword-mean"
+    rep = json.loads((out / "coldstart" / "report.json").read_text())
+    assert "neumf-rep[teracon-kobert@T7]" in rep["methods"]
