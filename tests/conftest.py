@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# tests/kobert_tiny.py (the tiny KoBERT-shaped model builders) importable however pytest was started
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ML100K = SHARED_DATA / "movielens-100k"
@@ -33,3 +37,9 @@ def toy_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toy")
     make_toy_dataset(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def toy(toy_dataset) -> Path:
+    """Short name for ``toy_dataset`` (read-only: tests write their outputs elsewhere)."""
+    return toy_dataset

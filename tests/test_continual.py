@@ -15,7 +15,6 @@ from querylearn.continual.protocol import ContinualStrategy
 from querylearn.continual.strategies import STRATEGIES, build_strategy
 from querylearn.data.dataset import TaskArrays, load_dataset, write_dataset
 from querylearn.data.splits import permuted_split
-from querylearn.data.toy import make_toy_dataset
 from querylearn.data.vocab import QueryVocab
 from querylearn.errors import ConfigError, QuerylearnError
 from querylearn.metrics import ranking_metrics, ranks_from_scores
@@ -81,11 +80,6 @@ def conflict(tmp_path_factory):
     return make_conflict_dataset(tmp_path_factory.mktemp("conflict") / "ds")
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toy") / "ds"
-    make_toy_dataset(out)
-    return out
 
 
 # ---- retention maths ------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_mask_similarity_known_answer():
 
 
 def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
-    import kobert_tiny  # tests/ is on sys.path under pytest's default import mode
+    import kobert_tiny  # tests/, put on sys.path by conftest.py
 
     out = tmp_path / "k"
     run_demo(out, preset="tiny", seed=0, e5=False, kobert=kobert_tiny.tiny_kobert_dir())

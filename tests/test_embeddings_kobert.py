@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 import unicodedata
 from pathlib import Path
 
+import kobert_tiny  # tests/, put on sys.path by conftest.py
 import numpy as np
 import pytest
 
@@ -14,24 +14,13 @@ from querylearn.embeddings.base import TokenizedBatch
 from querylearn.embeddings.kobert import KoBERTTokenizer, load_kobert
 from querylearn.errors import QuerylearnError
 
-
-def _tiny():
-    """The tests' model builders (tests/kobert_tiny.py), importable however pytest was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    import kobert_tiny
-
-    return kobert_tiny
-
-
 GOLDEN_TEXT = "한국어 모델을 공유합니다."
 GOLDEN_IDS = [2, 4958, 6855, 2046, 7088, 1050, 7843, 54, 3]
 
 
 @pytest.fixture(scope="module")
 def kobert_dir() -> Path:
-    return _tiny().tiny_kobert_dir()
+    return kobert_tiny.tiny_kobert_dir()
 
 
 @pytest.fixture(scope="module")

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import kobert_tiny  # tests/, put on sys.path by conftest.py
 import numpy as np
 import pytest
 
-from querylearn.data.toy import make_toy_dataset
 from querylearn.embeddings import embed_init, embed_queries, resolve_config
 from querylearn.embeddings.segment import get_kiwi, segment_queries, surface_split
-
-
-def _tiny():
-    """The tests' model builders (tests/kobert_tiny.py), importable however pytest was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    import kobert_tiny
-
-    return kobert_tiny
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("toy") / "data"
-    make_toy_dataset(path)
-    return path
 
 
 def test_hf_subword_mean_equals_tokenizer_rows(toy, tmp_path):
     from safetensors.numpy import load_file
     from transformers import AutoTokenizer
 
-    model_dir = _tiny().build_tiny_hf_bert(tmp_path / "bert")
+    model_dir = kobert_tiny.build_tiny_hf_bert(tmp_path / "bert")
     table = embed_init(toy, tmp_path / "e", resolve_config(source="hf", model=str(model_dir)))
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     state = load_file(str(model_dir / "model.safetensors"))
@@ -62,7 +42,7 @@ def test_surface_split_by_hand():
 
 
 def test_embed_init_with_kiwi_records_segmentation(toy, tmp_path):
-    table = embed_init(toy, tmp_path / "k", resolve_config(source="kobert", model=str(_tiny().tiny_kobert_dir()), segment="kiwi"))
+    table = embed_init(toy, tmp_path / "k", resolve_config(source="kobert", model=str(kobert_tiny.tiny_kobert_dir()), segment="kiwi"))
     assert table.meta["segmentation"]["method"] == "kiwi"
     assert table.meta["config"]["segment"] == "kiwi"
     result = embed_queries(table, [table.queries[4]])

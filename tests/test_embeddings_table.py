@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import kobert_tiny  # tests/, put on sys.path by conftest.py
 import numpy as np
 import pytest
 
 from querylearn.artifacts import file_sha256, read_json, write_json
 from querylearn.cli.main import main
-from querylearn.data.toy import make_toy_dataset
 from querylearn.data.vocab import QueryVocab
 from querylearn.embeddings import (
     embed_init,
@@ -23,26 +22,9 @@ from querylearn.embeddings.random_init import random_table
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 
 
-def _tiny():
-    """The tests' model builders (tests/kobert_tiny.py), importable however pytest was started."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    import kobert_tiny
-
-    return kobert_tiny
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("toy") / "data"
-    make_toy_dataset(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def kobert_dir() -> Path:
-    return _tiny().tiny_kobert_dir()
+    return kobert_tiny.tiny_kobert_dir()
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

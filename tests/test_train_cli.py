@@ -7,7 +7,6 @@ import pytest
 
 from querylearn.cli.main import main
 from querylearn.cli.train import parse_overrides
-from querylearn.data.toy import make_toy_dataset
 from querylearn.errors import ConfigError
 
 FAST = [
@@ -27,11 +26,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toy") / "ds"
-    make_toy_dataset(out)
-    return out
 
 
 def _run(argv, capsys):
