@@ -147,7 +147,7 @@ def run_task_masks(run_dir: Path) -> tuple[list[str], np.ndarray] | None:
     if not ckpts:
         return None
     model, meta, _ = load_checkpoint(ckpts[-1])
-    smax = float(meta.get("train_config", {}).get("smax", 50.0)) if isinstance(meta.get("train_config"), dict) else 50.0
+    smax = float(meta["config"]["smax"])  # the run's resolved TrainConfig, stored in every checkpoint
     with torch.no_grad():
         masks = model.all_masks(smax)
     if masks is None:

@@ -114,7 +114,7 @@ def _sequences(kept: pd.DataFrame, vocab: QueryVocab, seq_len: int) -> tuple[lis
     user_ids = natural_sorted(pd.unique(kept["user_id"]))
     uindex = {u: i for i, u in enumerate(user_ids)}
     k = kept.assign(u=kept["user_id"].map(uindex)).sort_values(["u", "timestamp", "order"], kind="stable")
-    qid = k["query"].map(vocab._index).fillna(1).to_numpy(dtype=np.int64)
+    qid = k["query"].map(vocab.index).fillna(1).to_numpy(dtype=np.int64)
     u = k["u"].to_numpy()
     lengths = np.bincount(u, minlength=len(user_ids))
     rank = k.groupby("u", sort=False).cumcount().to_numpy()

@@ -104,8 +104,8 @@ def _need(path: Path, names: tuple[str, ...]) -> None:
             raise DataError(path / n, "file not found", fix=f"--path must point at the folder holding {', '.join(names)}")
 
 
-def _without_latest(frame: pd.DataFrame, user: str, order: list[str]) -> tuple[pd.DataFrame, int]:
-    """Drop each user's latest row (by ``order``; the frame must already be sorted by it)."""
+def _without_latest(frame: pd.DataFrame, user: str) -> tuple[pd.DataFrame, int]:
+    """Drop each user's latest row; ``frame`` must already be sorted chronologically within users."""
     latest = frame.groupby(user, sort=False).tail(1).index
     return frame.drop(index=latest), len(latest)
 
@@ -124,7 +124,7 @@ def prepare_movielens_100k(out: str | Path, *, path: str | Path, opts: BuildOpti
     ratings = ratings.sort_values(["user", "ts", "item"], kind="stable")
     history, held_out = ratings, 0
     if opts.exclude_last_interaction:
-        history, held_out = _without_latest(ratings, "user", ["ts", "item"])
+        history, held_out = _without_latest(ratings, "user")
     low = history[~history["rating"].isin([4, 5])]
     log = LogAccumulator(opts.seq_len, path=str(path / "u.data"))
     log.add(frame_from_records({"user_id": low["user"], "timestamp": low["ts"],
@@ -191,7 +191,7 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
     rates = rates.sort_values(["user", "time", "_row"], kind="stable")
     history, held_out = rates, 0
     if opts.exclude_last_interaction:
-        history, held_out = _without_latest(rates, "user", ["time", "_row"])
+        history, held_out = _without_latest(rates, "user")
     log = LogAccumulator(opts.seq_len, path=str(path / "rates.csv"))
     log.add(frame_from_records({"user_id": history["user"], "timestamp": history["time"],
                                 "query": history["movie"].map(lambda m: title.get(m, f"movie {m}"))}))

@@ -53,6 +53,11 @@ class QueryVocab:
                 counter[n] += 1
         return cls.build(counter, min_count=min_count)
 
+    @property
+    def index(self) -> dict[str, int]:
+        """Normalised query -> id (read-only use; e.g. ``pandas.Series.map(vocab.index)``)."""
+        return self._index
+
     def __len__(self) -> int:
         return len(self.queries)
 
