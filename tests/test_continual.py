@@ -507,6 +507,29 @@ def test_teracon_rho_stays_in_bounds_during_training(toy, tmp_path):
         assert math.isfinite(loss) and loss >= 0
 
 
+def test_checkpointed_retention_trains_the_same_model(toy, tmp_path):
+    """teracon.checkpoint_students only trades memory for recomputation: same weights after T1..T3."""
+    from querylearn.continual.checkpoint import load_checkpoint
+
+    over = {
+        **TINY,
+        "t1.max_epochs": 1,
+        "t2.max_epochs": 2,
+        "later.max_epochs": 1,
+        "t2.batch_size": 32,
+        "later.batch_size": 32,
+    }
+    states = []
+    for flag in (True, False):
+        cfg = load_config(TrainConfig, None, {**over, "teracon.checkpoint_students": flag})
+        train_sequence(toy, tmp_path / str(flag), config=cfg)
+        last = sorted((tmp_path / str(flag) / "checkpoints").glob("*.json"))[-1]
+        states.append(load_checkpoint(last)[0].state_dict())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 # ---- one contract suite for every strategy ------------------------------------------------------
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_every_strategy_contract(name, toy, tmp_path):

@@ -62,6 +62,9 @@ class TeraconConfig:
     (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
     over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
     classes; bounds the memory of retention on a large next_query vocabulary).
+    checkpoint_students: recompute each past task's student pass in backward instead of keeping
+    its activations (same gradients; the first batch of a task, where rho = 0.9 for every past
+    task, otherwise holds one full forward per past task).
     """
 
     alpha: float = 0.7
@@ -74,6 +77,7 @@ class TeraconConfig:
     kr_logits: Literal["full", "sampled"] = "full"
     kr_classes: int = 1024
     cos_eps: float = 1e-6
+    checkpoint_students: bool = True
 
     def __post_init__(self) -> None:
         if self.min_kr_samples < 1:

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 
 import torch
+import torch.utils.checkpoint
 
 from querylearn.continual import retention
 from querylearn.continual.config import TrainConfig
@@ -101,7 +102,7 @@ class Teracon(ContinualStrategy):
                 t_masks = None if teacher_masks is None else teacher_masks[j]
                 teacher_logits.append(teacher.heads(teacher.encode(x, t_masks), name, classes))  # [S_j, C_j]
             s_masks = None if student_masks is None else student_masks[model.task_index(name)]
-            student_logits.append(model.heads(model.encode(x, s_masks), name, classes))
+            student_logits.append(self._student_logits(model, x, s_masks, name, classes))
         weights = retention.retention_weights(rho_used)
         loss = retention.retention_loss(student_logits, teacher_logits, weights)
         if self.cfg.rho_mode == "relation" and teacher_masks is not None and out.masks is not None:
@@ -113,6 +114,18 @@ class Teracon(ContinualStrategy):
                 teacher_masks, new_masks, self.cfg.rho_sharpness, self.cfg.cos_eps
             )
         return {"retention": self.cfg.alpha * loss}
+
+    def _student_logits(self, model: UserEncoder, x, masks, name: str, classes) -> torch.Tensor:
+        """head_j(model(X[S_j]; m^j)) [S_j, C_j]. With ``teracon.checkpoint_students`` the forward
+        keeps no activations and is recomputed in backward, one past task at a time, so peak
+        memory holds one student pass instead of one per past task (same values and gradients)."""
+
+        def student(x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+            return model.heads(model.encode(x, masks), name, classes)
+
+        if self.cfg.checkpoint_students and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(student, x, masks, use_reentrant=False)
+        return student(x, masks)
 
     def after_step(self, ctx: TrainContext) -> None:
         ctx.model.clamp_task_embeddings_(self.config.task_emb_clamp)
