@@ -34,7 +34,7 @@ from querylearn.continual.checkpoint import load_checkpoint, save_checkpoint
 from querylearn.continual.config import PhaseConfig, TrainConfig
 from querylearn.continual.protocol import Batch, ContinualStrategy, TaskData, TrainContext
 from querylearn.continual.strategies import build_strategy
-from querylearn.data.dataset import Dataset, load_dataset
+from querylearn.data.dataset import Dataset, check_dataset_fingerprint, dataset_fingerprint, load_dataset
 from querylearn.data.splits import SPLIT_NAMES
 from querylearn.data.vocab import PAD_ID
 from querylearn.errors import ArtifactError, ConfigError, DataError, QuerylearnError
@@ -815,6 +815,8 @@ def train_sequence(
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     ds = load_dataset(data)
+    if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run
+        check_dataset_fingerprint(data, run_meta.get("data_fingerprint"), run_dir)
     order = resolve_task_order(ds, config.tasks)
     if add_task is not None:
         if add_task in order:
@@ -842,6 +844,7 @@ def train_sequence(
             "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
             "strategy": config.strategy,
             "tasks": order,
+            "data_fingerprint": dataset_fingerprint(data, order),
         },
     )
     model: UserEncoder | None = None
