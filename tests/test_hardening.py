@@ -326,3 +326,15 @@ def test_querylearn_error_with_brackets_prints_verbatim(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 1 and "write [[task]] and [bold]x[/bold]" in capsys.readouterr().err
+
+
+def test_csv_line_endings(tmp_path):
+    """CRLF files read like LF files; a bare \\r inside a value (pandas' to_csv leaves it unquoted)
+    stays in the value instead of splitting the row (found by the property tests)."""
+    (tmp_path / "t.toml").write_text(T1_ONLY)
+    (tmp_path / "crlf.csv").write_bytes(b"user_id,timestamp,query\r\n1,2,b\r\n1,1,a\r\n")
+    (tmp_path / "cr.csv").write_bytes(b"user_id,timestamp,query\n1,2,b\rx\n1,1,a\n")
+    for name, want in (("crlf", ["a", "b"]), ("cr", ["a", "b x"])):
+        prepare_files(tmp_path / name, queries=tmp_path / f"{name}.csv", tasks=tmp_path / "t.toml",
+                      opts=BuildOptions(seq_len=3))
+        assert _seqs(tmp_path / name) == {"1": want}

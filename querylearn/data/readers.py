@@ -87,7 +87,7 @@ def _iter_csv(
     path: Path, required: tuple[str, ...], chunk_rows: int, sep: str, allow_empty: tuple[str, ...]
 ) -> Iterator[pd.DataFrame]:
     try:
-        header = pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8")
+        header = pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8", lineterminator="\n")
     except UnicodeDecodeError:
         raise DataError(path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
@@ -106,10 +106,15 @@ def _iter_csv(
             encoding="utf-8",
             skipinitialspace=False,
             on_bad_lines="error",
+            # rows end at \n (a \r before it is stripped with the value); a bare \r inside a value, which
+            # pandas' own to_csv leaves unquoted, stays part of the value instead of splitting the row
+            lineterminator="\n",
         )
         any_rows = False
         for chunk in reader:
             chunk.columns = columns
+            # CRLF files: the \r of each line ends up on the last field
+            chunk[columns[-1]] = chunk[columns[-1]].str.removesuffix("\r")
             chunk = chunk[list(required)].copy()
             chunk["_row"] = np.arange(offset, offset + len(chunk), dtype=np.int64)
             offset += len(chunk)
