@@ -338,3 +338,11 @@ def test_csv_line_endings(tmp_path):
         prepare_files(tmp_path / name, queries=tmp_path / f"{name}.csv", tasks=tmp_path / "t.toml",
                       opts=BuildOptions(seq_len=3))
         assert _seqs(tmp_path / name) == {"1": want}
+
+
+def test_kiwi_spacing_variants_segment_identically():
+    """docs/embed-init.md and docs/data.md say --segment kiwi gives these two queries identical vectors."""
+    from querylearn.embeddings.segment import segment_queries
+
+    a, b = segment_queries(["캠핑의자 경량", "캠핑 의자 경량"])
+    assert a == b
