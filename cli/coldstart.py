@@ -32,7 +32,8 @@ def item_vectors_from_table(emb_dir: Path, dataset) -> np.ndarray:
     texts = list(dataset.interactions.item_texts)
     if len(texts) != dataset.interactions.n_items or not any(texts):
         raise QuerylearnError(
-            f"{dataset.path}/items.json: no item texts to embed; --item-init needs item titles (drop --item-init)"
+            f"{dataset.path}/items.json: no item texts to embed; --item-init needs item titles "
+            "(drop --item-init)"
         )
     return np.asarray(embed_queries(emb_dir, texts).vectors, dtype=np.float32)
 
@@ -97,7 +98,7 @@ def coldstart_eval_cli(
         str | None, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")
     ] = None,
 ) -> None:
-    """Rank each user's held-out latest item against sampled negatives: NCF variants vs baselines, warm vs cold.
+    """Rank each user's held-out latest item against sampled negatives: NCF vs baselines, warm vs cold.
 
     Every flag left out takes its default from ``ColdstartConfig`` / ``NCFConfig`` (docs/coldstart-eval.md).
     """

@@ -285,8 +285,9 @@ class QueryEncoder:
         embedder = build_embedder(cfg)
         if isinstance(embedder, TableSource):
             raise QuerylearnError(
-                f"{table.path}: this table is {cfg.source} (source '{cfg.source}'), so a new query has no vector "
-                "to compute; build the table from a text source (--source kobert|hf|e5) to embed unseen queries"
+                f"{table.path}: this table is {cfg.source} (source '{cfg.source}'), so a new query has no "
+                "vector to compute; build the table from a text source (--source kobert|hf|e5) to embed "
+                "unseen queries"
             )
         self.table = table
         self.cfg = cfg

@@ -42,5 +42,6 @@ class RandomTable:
             "include_special": None,
             "max_length": None,
             "native_dim": self.native_dim,
-            "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {vocab_size} (ALGORITHMS.md 3.3), pad row zero",
+            "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {vocab_size} (ALGORITHMS.md 3.3), "
+            "pad row zero",
         }

@@ -181,7 +181,7 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         reps: np.ndarray | None = None,
         source: str | None = None,
     ) -> None:
-        """Fit one recommender (a classic baseline, or NCF with ``variant``), rank the shared lists, record it."""
+        """Fit one recommender (a classic baseline, or NCF with ``variant``), rank the lists, record it."""
         t0 = time.perf_counter()
         registered = name if variant is None else f"{model}-{variant}"
         rec = make_recommender(
