@@ -100,7 +100,7 @@ def coldstart_eval_cli(
 ) -> None:
     """Rank each user's held-out latest item against sampled negatives: NCF vs baselines, warm vs cold.
 
-    Every flag left out takes its default from the config (ColdstartConfig, NCFConfig; docs/coldstart-eval.md).
+    Flags left out take their defaults from the config (ColdstartConfig, NCFConfig; docs/coldstart-eval.md).
     """
     from querylearn.data.dataset import load_dataset
     from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
