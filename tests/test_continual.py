@@ -10,8 +10,10 @@ import torch
 from querylearn.config import load_config
 from querylearn.continual import retention
 from querylearn.continual.config import TrainConfig
-from querylearn.continual.loop import evaluate, task_data, train_sequence
+from querylearn.continual.data import task_data
+from querylearn.continual.evaluation import evaluate
 from querylearn.continual.protocol import ContinualStrategy
+from querylearn.continual.run import train_sequence
 from querylearn.continual.strategies import STRATEGIES, build_strategy
 from querylearn.data.dataset import TaskArrays, load_dataset, write_dataset
 from querylearn.data.splits import permuted_split
@@ -382,7 +384,7 @@ def test_conure_past_outputs_bit_identical(conflict, tmp_path):
             b = after_t3(ids, task, s=50.0).logits
             assert torch.equal(a, b), task
         # the masks are disjoint and shrink as in [C]: 30%, then 21% of each tensor
-        m1, m2, m3 = (getattr(after_t3.weight_masks, n) for n in ("T1", "T2", "T3"))
+        m1, m2, m3 = (after_t3.weight_masks.mask(n) for n in ("T1", "T2", "T3"))
         assert not (m1 & m2).any() and not (m1 & m3).any() and not (m2 & m3).any()
         n = m1[0].numel()
         assert int(m1[0].sum()) == int(0.3 * n) and int(m2[0].sum()) == int(0.7 * 0.3 * n)
@@ -417,7 +419,7 @@ def test_hat_protected_units_unchanged(conflict, tmp_path):
 
 @torch.no_grad()
 def test_next_query_loss_options():
-    from querylearn.continual.loop import next_query_loss
+    from querylearn.continual.losses import next_query_loss
 
     torch.manual_seed(0)
     model = UserEncoder(12, ModelConfig(channels=8, dilations=(1,)), masking="none")
@@ -446,12 +448,13 @@ def test_next_query_loss_options():
 
 def test_embedding_table_init_with_projection(toy, tmp_path):
     from querylearn.continual.checkpoint import load_checkpoint
+    from querylearn.embeddings import embed_init, resolve_config
 
     ds = load_dataset(toy)
     table = tmp_path / "emb"
-    table.mkdir()
-    vectors = np.random.default_rng(0).normal(size=(len(ds.vocab), 8)).astype(np.float32)
-    np.save(table / "vectors.npy", vectors)
+    embed_init(toy, table, resolve_config(source="random", dim=8, seed=0))
+    vectors = np.load(table / "vectors.npy")
+    assert vectors.shape == (len(ds.vocab), 8)
     cfg = load_config(TrainConfig, None, {**TINY, "tasks": ["T1"], "t1.max_epochs": 1})
     train_sequence(toy, tmp_path / "run", config=cfg, embeddings=table)
     model, meta, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "01-T1.json")
@@ -461,11 +464,18 @@ def test_embedding_table_init_with_projection(toy, tmp_path):
     assert torch.allclose(model.item_embedding.weight, torch.as_tensor(vectors), atol=0.05)  # from the table
     run_meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_meta["embeddings"] == str(table.resolve())
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    np.save(bad / "vectors.npy", vectors[:-1])
-    with pytest.raises(QuerylearnError, match=r"expected \[\d+, D\]"):
-        train_sequence(toy, tmp_path / "run2", config=cfg, embeddings=bad)
+    # a bare directory of vectors is not an embedding table
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    np.save(bare / "vectors.npy", vectors)
+    with pytest.raises(QuerylearnError, match="not an embedding table"):
+        train_sequence(toy, tmp_path / "run2", config=cfg, embeddings=bare)
+    # a table of another vocabulary is refused, naming the first difference
+    other = json.loads((table / "vocab.json").read_text())
+    other["queries"][2], other["queries"][3] = other["queries"][3], other["queries"][2]
+    (table / "vocab.json").write_text(json.dumps(other, ensure_ascii=False))
+    with pytest.raises(QuerylearnError, match="query id 2"):
+        train_sequence(toy, tmp_path / "run3", config=cfg, embeddings=table)
 
 
 def test_teracon_rho_stays_in_bounds_during_training(toy, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from toy import make_toy_dataset  # tests/toy.py
 
 from querylearn.cli.main import main
 from querylearn.config import load_config
@@ -13,7 +14,6 @@ from querylearn.continual.checkpoint import load_checkpoint
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.loop import train_sequence
 from querylearn.data.dataset import load_dataset
-from querylearn.data.toy import make_toy_dataset
 from querylearn.errors import QuerylearnError
 from querylearn.export import export_user_representations
 
