@@ -168,9 +168,9 @@ class TrainMetrics:
 
 
 def write_masks(run_dir: Path, tasks: list[str], masks: np.ndarray, smax: float) -> None:
-    """``masks.npz``: tasks [N] (str), masks [N, M, C] float32 at s = ``smax``, smax []."""
+    """``masks.npz``: tasks [N] (str), masks [N, M, C] float32 at s = ``smax``, smax [1] float64."""
     write_npz(run_dir / MASKS_FILE, tasks=np.array(tasks), masks=masks.astype(np.float32),
-              smax=np.array(smax, dtype=np.float64))
+              smax=np.array([smax], dtype=np.float64))
 
 
 def read_masks(run_dir: Path) -> tuple[list[str], np.ndarray] | None:
