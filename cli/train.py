@@ -1,5 +1,5 @@
 """``querylearn train-sequence`` and ``querylearn export-users``: thin wrappers over
-:func:`querylearn.continual.loop.train_sequence` and :func:`querylearn.export.export_users`."""
+:func:`querylearn.continual.run.train_sequence` and :func:`querylearn.export.export_users`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from querylearn.cli.main import main
 from querylearn.config import load_config
 from querylearn.continual.checkpoint import load_checkpoint
 from querylearn.continual.config import TrainConfig
-from querylearn.continual.loop import train_sequence
+from querylearn.continual.run import train_sequence
 from querylearn.data.dataset import load_dataset
 from querylearn.errors import QuerylearnError
 from querylearn.export import export_user_representations
