@@ -124,6 +124,89 @@ def _batch_loss(model, t: TaskData, idx: np.ndarray, sequences: torch.Tensor, ct
     return batch, loss, out
 
 
+@dataclass
+class _EpochStats:
+    loss_sum: torch.Tensor
+    extra_sums: dict[str, torch.Tensor]
+    n_steps: int
+    seconds: float
+
+
+class _Best:
+    """Early-stopping state: the best epoch so far, its weights and strategy state."""
+
+    def __init__(self, model: UserEncoder, strategy: ContinualStrategy):
+        self.value: float | None = None
+        self.epoch = 0
+        self.bad_epochs = 0
+        self.state = copy.deepcopy(model.state_dict())
+        self.strategy_state = copy.deepcopy(strategy.state_dict())
+
+    def improves(self, epoch: int, value: float | None) -> bool:
+        """Whether an epoch with validation ``value`` is the new best (the first epoch always is)."""
+        return bool(
+            self.value is None
+            and epoch == 1
+            or (value is not None and (self.value is None or value > self.value))
+        )
+
+    def record(self, epoch: int, value: float | None, improved: bool, model: UserEncoder,
+               strategy: ContinualStrategy) -> None:
+        """Keep the epoch's weights and strategy state when it ``improved``, else count a bad epoch."""
+        if improved:
+            self.value, self.epoch, self.bad_epochs = value, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+            self.strategy_state = copy.deepcopy(strategy.state_dict())
+        else:
+            self.bad_epochs += 1
+
+    def restore(self, model: UserEncoder, strategy: ContinualStrategy) -> None:
+        model.load_state_dict(self.state)
+        strategy.load_state_dict(self.strategy_state)
+
+
+def _train_epoch(
+    model: UserEncoder,
+    strategy: ContinualStrategy,
+    schedule: list[tuple[TaskData, int, np.ndarray]],
+    batch_size: dict[str, int],
+    sequences: torch.Tensor,
+    ctx: TrainContext,
+    progress: Progress,
+    handle: Any,
+) -> tuple[_EpochStats, int]:
+    """One pass over ``schedule`` (task, batch index, rows); returns the stats and skipped steps."""
+    device = sequences.device
+    config = ctx.config
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    extra_sums: dict[str, torch.Tensor] = {}
+    n_steps = skipped = 0
+    for t, b, idx in schedule:
+        ctx.s = anneal_s(b, t.n("train") / batch_size[t.name], model.smax)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            batch, loss, out = _batch_loss(model, t, idx, sequences, ctx)
+            extras = strategy.extra_losses(ctx, batch, out)
+            total = loss + sum(extras.values()) if extras else loss
+        ctx.optimizer.zero_grad(set_to_none=True)
+        total_value = float(total.detach())
+        if not math.isfinite(total_value):
+            skipped += 1
+            progress.advance(handle, None)
+            continue
+        total.backward()
+        strategy.after_backward(ctx)
+        ctx.optimizer.step()
+        strategy.after_step(ctx)
+        ctx.step += 1
+        n_steps += 1
+        loss_sum += loss.detach()
+        for k, v in extras.items():
+            extra_sums[k] = extra_sums.get(k, torch.zeros((), device=device)) + v.detach()
+        progress.advance(handle, total_value)
+    return _EpochStats(loss_sum, extra_sums, n_steps, time.perf_counter() - t0), skipped
+
+
 def fit(
     model: UserEncoder,
     strategy: ContinualStrategy,
@@ -149,7 +232,6 @@ def fit(
     per train task (default: the batch size of ``position``'s phase for every task).
     """
     progress = progress or NullProgress()
-    device = sequences.device
     phase: PhaseConfig = config.phase(position)
     generator = seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -160,106 +242,68 @@ def fit(
         task=task,
         position=position,
         config=config,
-        device=device,
+        device=sequences.device,
         generator=generator,
         tasks=all_tasks,
         logger=log,
         phase=train_phase,
     )
     strategy.before_task(ctx, task)  # may freeze parameters: the optimiser comes after
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], phase)
-    ctx.optimizer = optimizer
+    ctx.optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], phase)
     batch_size = {t.name: (batch_sizes or {}).get(t.name, phase.batch_size) for t in train_tasks}
-    best_value: float | None = None
-    best_epoch = 0
-    best_state = copy.deepcopy(model.state_dict())
-    best_strategy_state = copy.deepcopy(strategy.state_dict())
-    bad_epochs = 0
+    best = _Best(model, strategy)
     train_seconds: list[float] = []
     history: list[dict] = []
     skipped = 0
     for epoch in range(1, phase.max_epochs + 1):
         ctx.epoch = epoch
         model.train()
-        schedule = []
-        for t in train_tasks:
-            for b, idx in enumerate(batches(t.n("train"), batch_size[t.name], rng, config.drop_last)):
-                schedule.append((t, b, idx))
+        schedule = [
+            (t, b, idx)
+            for t in train_tasks
+            for b, idx in enumerate(batches(t.n("train"), batch_size[t.name], rng, config.drop_last))
+        ]
         if len(train_tasks) > 1:
             schedule = [schedule[i] for i in rng.permutation(len(schedule))]
         handle = progress.start(f"{label} epoch {epoch}/{phase.max_epochs}", len(schedule))
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        extra_sums: dict[str, torch.Tensor] = {}
-        n_steps = 0
-        for t, b, idx in schedule:
-            ctx.s = anneal_s(b, t.n("train") / batch_size[t.name], model.smax)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                batch, loss, out = _batch_loss(model, t, idx, sequences, ctx)
-                extras = strategy.extra_losses(ctx, batch, out)
-                total = loss + sum(extras.values()) if extras else loss
-            optimizer.zero_grad(set_to_none=True)
-            total_value = float(total.detach())
-            if not math.isfinite(total_value):
-                skipped += 1
-                progress.advance(handle, None)
-                continue
-            total.backward()
-            strategy.after_backward(ctx)
-            optimizer.step()
-            strategy.after_step(ctx)
-            ctx.step += 1
-            n_steps += 1
-            loss_sum += loss.detach()
-            for k, v in extras.items():
-                extra_sums[k] = extra_sums.get(k, torch.zeros((), device=device)) + v.detach()
-            progress.advance(handle, total_value)
-        seconds = time.perf_counter() - t0
+        stats, epoch_skipped = _train_epoch(model, strategy, schedule, batch_size, sequences, ctx, progress, handle)
+        skipped += epoch_skipped
         progress.stop(handle)
-        train_seconds.append(seconds)
+        train_seconds.append(stats.seconds)
         valid = {
             t.name: evaluate(model, t, "valid", sequences, config=config, batch_size=phase.eval_batch_size)
             for t in train_tasks
         }
         values = [selection_value(valid[t.name], t, config.selection_metric) for t in train_tasks]
         value = None if any(v is None for v in values) else float(np.mean(values))
-        improved = (
-            best_value is None
-            and epoch == 1
-            or (value is not None and (best_value is None or value > best_value))
-        )
+        improved = best.improves(epoch, value)
+        n = max(stats.n_steps, 1)
         record = {
             "task": task.name,
             "phase": train_phase,
             "epoch": epoch,
-            "train_loss": float(loss_sum) / max(n_steps, 1),
-            **{f"train_{k}": float(v) / max(n_steps, 1) for k, v in extra_sums.items()},
-            "steps": n_steps,
+            "train_loss": float(stats.loss_sum) / n,
+            **{f"train_{k}": float(v) / n for k, v in stats.extra_sums.items()},
+            "steps": stats.n_steps,
             "skipped_steps": skipped,
-            "seconds": seconds,
+            "seconds": stats.seconds,
             "valid": valid if len(train_tasks) > 1 else valid[task.name],
             "selection": value,
-            "improved": bool(improved),
+            "improved": improved,
             **strategy.epoch_summary(),
         }
         history.append(record)
         log(record)
         progress.epoch_end(label, record)
-        if improved:
-            best_value, best_epoch, bad_epochs = value, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            best_strategy_state = copy.deepcopy(strategy.state_dict())
-        else:
-            bad_epochs += 1
-            if bad_epochs >= phase.patience:
-                break
-    model.load_state_dict(best_state)
-    strategy.load_state_dict(best_strategy_state)
+        best.record(epoch, value, improved, model, strategy)  # after epoch_summary, as the hooks expect
+        if best.bad_epochs >= phase.patience:
+            break
+    best.restore(model, strategy)
     strategy.after_task(ctx, task)
     return FitResult(
         epochs=len(train_seconds),
-        best_epoch=best_epoch,
-        best_valid=best_value,
+        best_epoch=best.epoch,
+        best_valid=best.value,
         seconds_per_epoch=float(np.mean(train_seconds)) if train_seconds else 0.0,
         skipped_steps=skipped,
         history=history,

@@ -85,7 +85,8 @@ class RMatrix:
         return f"BWT mean {b or 'n/a'}; FWT mean {f or 'n/a (run with --with-single)'}"
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``obj`` as plain JSON types (arrays and tensors via ``tolist``, anything else as ``str``)."""
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
@@ -144,7 +145,7 @@ class TrainMetrics:
         return RMatrix(self.tasks, self.metric, self.R, self.single)
 
     def to_dict(self) -> dict:
-        return _jsonable({k: getattr(self, k) for k in self._ORDER})
+        return jsonable({k: getattr(self, k) for k in self._ORDER})
 
     @classmethod
     def from_dict(cls, data: dict, where: str | Path = "metrics.json") -> TrainMetrics:

@@ -32,7 +32,7 @@ from querylearn.continual.data import (
 from querylearn.continual.evaluation import evaluate
 from querylearn.continual.fit import FitResult, Progress, fit, seed_everything
 from querylearn.continual.protocol import ContinualStrategy
-from querylearn.continual.results import RMatrix, TrainMetrics, _jsonable, write_masks
+from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, write_masks
 from querylearn.continual.strategies import build_strategy
 from querylearn.data.dataset import Dataset, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
@@ -92,7 +92,7 @@ class _Run:
         fh = open(path, "w", encoding="utf-8")
 
         def log(record: dict) -> None:
-            fh.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
             fh.flush()
 
         return log, fh
@@ -202,7 +202,7 @@ class _Run:
                 "tasks_seen": seen,
                 "strategy": self.strategy.name,
                 "config": to_dict(self.config),
-                "history": _jsonable(self.history),
+                "history": jsonable(self.history),
                 # the checkpoint whose model answers for each task (export-users reads it)
                 "task_checkpoints": {
                     t: _stem(self.run_dir, p, self.order[p]).with_suffix(".json").name
@@ -262,6 +262,35 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
+def _stored_run(run_dir: Path) -> tuple[TrainConfig, str, str | None]:
+    """(config, data path, embeddings path) of an existing run (for --resume)."""
+    run_meta = read_json(run_dir / "run.json")
+    if run_meta.get("kind") != RUN_KIND:
+        raise ArtifactError(f"{run_dir}/run.json: expected kind '{RUN_KIND}', found {run_meta.get('kind')!r}")
+    return load_config(TrainConfig, run_dir / "config.toml"), run_meta["data"], run_meta.get("embeddings")
+
+
+def _write_run_files(
+    run_dir: Path, config: TrainConfig, order: list[str], data: str | Path, embeddings: str | Path | None
+) -> None:
+    """``config.toml`` (the resolved config with the task order) and ``run.json``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored = dataclasses.replace(config, tasks=tuple(order))
+    atomic_write_bytes(run_dir / "config.toml", dump_toml(stored).encode("utf-8"))
+    write_json(
+        run_dir / "run.json",
+        {
+            "kind": RUN_KIND,
+            "schema_version": RUN_SCHEMA_VERSION,
+            "querylearn_version": __version__,
+            "data": str(Path(data).resolve()),
+            "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
+            "strategy": config.strategy,
+            "tasks": order,
+        },
+    )
+
+
 def _done(run_dir: Path, order: list[str]) -> list[int]:
     return [p for p in range(len(order)) if _stem(run_dir, p, order[p]).with_suffix(".json").is_file()]
 
@@ -293,14 +322,7 @@ def train_sequence(
             )
         if out is not None and Path(out).resolve() != run_dir.resolve():
             raise ConfigError(f"--out {out} differs from --resume {run_dir}; pass only --resume RUN_DIR")
-        run_meta = read_json(run_dir / "run.json")
-        if run_meta.get("kind") != RUN_KIND:
-            raise ArtifactError(
-                f"{run_dir}/run.json: expected kind '{RUN_KIND}', found {run_meta.get('kind')!r}"
-            )
-        config = load_config(TrainConfig, run_dir / "config.toml")
-        data = run_meta["data"]
-        embeddings = run_meta.get("embeddings")
+        config, data, embeddings = _stored_run(run_dir)
     else:
         if data is None or out is None:
             raise ConfigError(
@@ -329,21 +351,7 @@ def train_sequence(
     check_tasks(ds, order)
     vectors = load_input_vectors(embeddings, ds) if embeddings is not None else None
     run = _Run(run_dir, config, ds, order, vectors, progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stored = dataclasses.replace(config, tasks=tuple(order))
-    atomic_write_bytes(run_dir / "config.toml", dump_toml(stored).encode("utf-8"))
-    write_json(
-        run_dir / "run.json",
-        {
-            "kind": RUN_KIND,
-            "schema_version": RUN_SCHEMA_VERSION,
-            "querylearn_version": __version__,
-            "data": str(Path(data).resolve()),
-            "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
-            "strategy": config.strategy,
-            "tasks": order,
-        },
-    )
+    _write_run_files(run_dir, config, order, data, embeddings)
     model: UserEncoder | None = None
     start = 0
     if resume is not None:
