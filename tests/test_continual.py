@@ -685,3 +685,22 @@ def test_old_checkpoint_without_smax_takes_it_from_the_train_config(toy, tmp_pat
     del meta["smax"]  # as written before the model carried it
     path.write_text(json.dumps(meta))
     assert load_checkpoint(path)[0].smax == 20.0
+
+
+def test_resume_single_restores_each_tasks_own_model(toy, tmp_path):
+    """After a resume, SinMo's earlier rows still come from the earlier tasks' own models."""
+    over = {**TINY, "strategy": "single", "t1.max_epochs": 1, "t2.max_epochs": 1, "later.max_epochs": 1,
+            "t2.batch_size": 64, "later.batch_size": 64}
+    cfg = load_config(TrainConfig, None, over)
+    full = train_sequence(toy, tmp_path / "full", config=cfg)
+
+    def stop_after_t2(position, name, metrics):
+        if position == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_sequence(toy, tmp_path / "cut", config=cfg, on_task_end=stop_after_t2)
+    resumed = train_sequence(resume=tmp_path / "cut")
+    assert resumed["R"] == full["R"] and resumed["R"][2][:2] == resumed["R"][1][:2]
+    meta = json.loads((tmp_path / "cut" / "checkpoints" / "03-T3.json").read_text())
+    assert meta["task_checkpoints"] == {"T1": "01-T1.json", "T2": "02-T2.json", "T3": "03-T3.json"}
