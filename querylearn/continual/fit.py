@@ -266,7 +266,9 @@ def fit(
         if len(train_tasks) > 1:
             schedule = [schedule[i] for i in rng.permutation(len(schedule))]
         handle = progress.start(f"{label} epoch {epoch}/{phase.max_epochs}", len(schedule))
-        stats, epoch_skipped = _train_epoch(model, strategy, schedule, batch_size, sequences, ctx, progress, handle)
+        stats, epoch_skipped = _train_epoch(
+            model, strategy, schedule, batch_size, sequences, ctx, progress, handle
+        )
         skipped += epoch_skipped
         progress.stop(handle)
         train_seconds.append(stats.seconds)
