@@ -296,8 +296,8 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
             png_name = "task_relation.png" if not relation else f"task_relation_{slug}.png"
             s_png = plot_similarity(names, mask_similarity(masks),
                                     f"task relation (cosine of masks at smax): {run.name}", figs / png_name)
-            relation += [f"Cosine similarity of the tasks' concatenated masks at s = smax after the last task "
-                         f"(`{run.name}`, strategy `{m.strategy}`).", "",
+            relation += [f"Cosine similarity of the tasks' concatenated masks at s = smax after the last "
+                         f"task (`{run.name}`, strategy `{m.strategy}`).", "",
                          f"![task relation]({s_png.relative_to(out)})", ""]
     if relation:
         md += ["## Task relations", "", *relation]
