@@ -148,8 +148,9 @@ def test_example_split_is_the_official_one(tmp_path):
                                             "test": int(int(0.2 * n_targets) * 0.75)}
 
 
-def test_seq_len_option_and_users_file(tmp_path):
-    folder = write(tmp_path / "in", {"t1_seq.csv": T1, "t2_g.csv": T3, "users.csv": "u7\nu8\nu9\nu10\n"})
+def test_seq_len_option_users_file_bom_and_crlf(tmp_path):
+    folder = write(tmp_path / "in", {"t1_seq.csv": "\ufeff" + T1.replace("\n", "\r\n"), "t2_g.csv": T3,
+                                     "users.csv": "u7\nu8\nu9\nu10\n"})  # a BOM and CRLF line ends are read
     prepare_teracon(tmp_path / "ds", path=folder, opts=BuildOptions(seq_len=3), seq_len_from_files=False)
     ds = load_dataset(tmp_path / "ds")
     assert ds.user_ids == ["u7", "u8", "u9", "u10"] and ds.manifest["inputs"]["user_ids"] == "users.csv"

@@ -135,6 +135,8 @@ def read_task_lines(path: Path, *, with_targets: bool) -> TaskLines:
     widths: list[int] = []
     with open(path, "rb") as fh:
         for row, raw in enumerate(fh, 1):
+            if row == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
             line = raw.decode("latin-1").rstrip("\r\n")
             if not line.strip():
                 raise DataError(path, "empty line", row=row, fix="delete it: every line is one user")
