@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from toy import make_toy_dataset  # tests/toy.py
 
 from querylearn.cli import main as cli_main
 from querylearn.cli.main import EXIT_BUG, main
 from querylearn.config import load_config
 from querylearn.continual.checkpoint import load_checkpoint
 from querylearn.continual.config import TrainConfig
-from querylearn.continual.loop import train_sequence
+from querylearn.continual.run import train_sequence
 from querylearn.data.build import BuildOptions
 from querylearn.data.dataset import load_dataset
 from querylearn.data.readers import NS_PER_S, parse_timestamps
 from querylearn.data.sources import prepare, prepare_files
 from querylearn.data.tasks import load_task_sequence
-from querylearn.data.toy import make_toy_dataset
 from querylearn.errors import ArtifactError, ConfigError, DataError, QuerylearnError
 
 T1_ONLY = '[[task]]\nname = "T1"\nkind = "next_query"\n'

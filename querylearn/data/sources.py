@@ -1,4 +1,4 @@
-"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd.
+"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd, teracon.
 
 Each ``prepare_*`` function builds the raw tables and calls :func:`querylearn.data.build.assemble`,
 so every source goes through the same validated path.
@@ -24,7 +24,7 @@ from querylearn.data.readers import iter_table, natural_sorted, parse_timestamps
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
 
-SOURCES = ("synthetic", "movielens-100k", "kmrd", "files")
+SOURCES = ("synthetic", "movielens-100k", "kmrd", "files", "teracon")
 
 
 def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -283,19 +283,28 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
 
 def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None, noisy_task: bool = False,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
-            interactions: str | Path | None = None, items: str | Path | None = None) -> dict:
+            interactions: str | Path | None = None, items: str | Path | None = None,
+            seq_len_from_files: bool = False) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
+    ``seq_len_from_files`` [teracon]: keep the files' sequence length instead of ``opts.seq_len``.
     ``users``: synthetic: users to generate (default 2000); files: keep the first N users
-    (default all); movielens-100k / kmrd: refused (the datasets are used whole).
+    (default all); movielens-100k / kmrd / teracon: refused (the datasets are used whole).
     """
     check_out_dir(out)
+    if source in ("movielens-100k", "kmrd", "teracon") and users is not None:
+        raise DataError(source, f"--users applies to synthetic and files, not {source}",
+                        fix="drop --users (the dataset is used whole)")
+    if source == "teracon":  # the official TERACON/CONURE task files (querylearn/data/teracon_format.py)
+        from querylearn.data.teracon_format import prepare_teracon
+
+        if path is None:
+            raise DataError(source, "needs --path to the folder of t1..., t2..., ... files",
+                            fix="querylearn prepare teracon --path FOLDER --out DIR")
+        return prepare_teracon(out, path=path, opts=opts, seq_len_from_files=seq_len_from_files)
     if source == "synthetic":
         return prepare_synthetic(out, users=2000 if users is None else users, seed=opts.seed,
                                  noisy_task=noisy_task, opts=opts)
-    if source in ("movielens-100k", "kmrd") and users is not None:
-        raise DataError(source, f"--users applies to synthetic and files, not {source}",
-                        fix="drop --users (the dataset is used whole)")
     if source in ("movielens-100k", "kmrd"):
         if path is None:
             raise DataError(source, "needs --path to the data folder", fix=f"querylearn prepare {source} --path FOLDER --out DIR")
