@@ -94,7 +94,7 @@ def read_checkpoint_tensors(path: Path, meta: dict) -> dict[str, torch.Tensor]:
             f"tensors_sha256 in {path.name}); {fix}"
         )
     try:
-        tensors = read_checkpoint_tensors(path, meta)
+        tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{tensor_path}: not a readable safetensors file ({first}); {fix}") from None
@@ -130,7 +130,7 @@ def load_checkpoint(
     )
     for name, n_classes in meta["heads"]:
         model.add_task(name, int(n_classes))
-    tensors = load_file(str(tensor_path))
+    tensors = read_checkpoint_tensors(path, meta)
     strategy_state = {k[len("strategy.") :]: v for k, v in tensors.items() if k.startswith("strategy.")}
     state = {k: v for k, v in tensors.items() if not k.startswith("strategy.")}
     try:
