@@ -244,6 +244,10 @@ def _slug(name: str) -> str:
 def build_report(root: str | Path, out: str | Path | None = None, *, console=None) -> Path:
     """Write figures and ``report.md`` for every run/report under ``root``; print the tables."""
     root = Path(root)
+    from querylearn.experiments.render import build_experiment_report, is_experiment
+
+    if is_experiment(root):  # results.json of 'querylearn experiment': its own rendering
+        return build_experiment_report(root, out, console=console)
     inputs = discover(root)
     out = Path(out) if out else root
     figs = out / "figures"

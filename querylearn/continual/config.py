@@ -57,8 +57,9 @@ class NextQueryConfig:
 class TeraconConfig:
     """Knowledge retention and sampling (sections 4.9-4.11, 10.4).
 
-    alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
-    "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
+    alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15),
+    "all" (rho = 1, retention on every user of the batch) or "fixed" (rho = ``rho_fixed`` for every
+    past task and batch: uniform sampling, the ``experiment sampling`` control). min_kr_samples: floor of the retained
     subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
     (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
     over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
@@ -71,7 +72,8 @@ class TeraconConfig:
     alpha: float = 0.7
     rho_init: float = 0.9
     rho_sharpness: float = 6.0
-    rho_mode: Literal["relation", "all"] = "relation"
+    rho_mode: Literal["relation", "all", "fixed"] = "relation"
+    rho_fixed: float = 0.1
     min_kr_samples: int = 1
     teacher_s: Literal["annealed", "smax"] = "annealed"
     masks: Literal["relation", "plain"] = "relation"
@@ -87,6 +89,8 @@ class TeraconConfig:
             raise ValueError("teracon.alpha must be >= 0")
         if self.kr_classes < 1:
             raise ValueError("teracon.kr_classes must be >= 1")
+        if not 0.0 < self.rho_fixed <= 1.0:
+            raise ValueError("teracon.rho_fixed must lie in (0, 1]")
 
 
 @dataclass

@@ -60,7 +60,7 @@ class Teracon(ContinualStrategy):
 
     def before_task(self, ctx: TrainContext, task: TaskData) -> None:
         n_past = ctx.model.n_tasks - 1
-        init = 1.0 if self.cfg.rho_mode == "all" else self.cfg.rho_init
+        init = {"all": 1.0, "fixed": self.cfg.rho_fixed}.get(self.cfg.rho_mode, self.cfg.rho_init)
         self.rho = torch.full((n_past,), init, device=ctx.device)  # not reset per epoch (4.10)
 
     def extra_losses(self, ctx: TrainContext, batch: Batch, out: EncoderOutput) -> dict[str, torch.Tensor]:
