@@ -41,10 +41,10 @@ def _files(out, results) -> None:
 def test_order(toy, tmp_path, capsys):
     out = tmp_path / "order"
     results = run_experiment("order", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True)
-    _structure(results, "order", 3)
+    _structure(results, "order", 2)  # three tasks: no permutation besides default and reversed
     _files(out, results)
     orders = results["summary"]["orders"]
-    assert orders["default"] == ["T1", "T2", "T3"] and orders["reversed"] == ["T1", "T3", "T2"]
+    assert orders == {"default": ["T1", "T2", "T3"], "reversed": ["T1", "T3", "T2"]}
     rev = read_json(out / "runs" / "teracon-reversed-s0" / "metrics.json")
     assert rev["tasks"] == ["T1", "T3", "T2"]  # the run learnt them in that order
     diff = results["summary"]["difference"]["teracon"]["reversed"]["per_task"]
@@ -195,10 +195,27 @@ def test_cli(toy, tmp_path, capsys):
          "model.nope"),
         (["experiment", "sampling", "--data", str(toy), "--out", str(tmp_path / "w"), "--strategies", "hat"],
          "unknown variant 'hat'"),
+        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "v"), "--strategies", "teracn"],
+         "unknown strategy 'teracn'"),
+        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "u"), "--set", "seed=3"],
+         "--seeds"),
+        (["experiment", "order", "--data", str(tmp_path), "--out", str(tmp_path / "t")], "dataset.json"),
     ]:
         assert main_code(argv) == 1
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+    assert not (tmp_path / "v").exists()  # refused before anything was written
+
+
+def test_order_permutation():
+    from querylearn.experiments.order import orders
+
+    got = orders(["T1", "T2", "T3", "T4", "T5"])
+    assert got["reversed"] == ["T1", "T5", "T4", "T3", "T2"]
+    perm = got["permuted"]
+    assert perm[0] == "T1" and sorted(perm) == sorted(got["default"])
+    assert perm not in (got["default"], got["reversed"])
+    assert orders(["T1", "T2", "T3", "T4", "T5"]) == got  # one fixed permutation, whatever the seed
 
 
 def test_parse_sets():

@@ -231,8 +231,16 @@ def run_experiment(
         quick=quick,
         models=list(models or []),
     )
+    owned = sorted({"strategy", "seed", "tasks"} & set(ctx.sets))
+    if owned:
+        raise ConfigError(f"--set {owned[0]}: the experiment sets it per run; use --strategies and --seeds instead")
     base = ctx.base_config()  # bad --config / --set: fail before anything is written
     module.check(ctx)
+    if not hasattr(module, "VARIANTS"):  # sampling checks its own variant names
+        from querylearn.continual.strategies import STRATEGIES
+
+        for strategy in ctx.strategies:
+            STRATEGIES.get(strategy)  # a miss lists the available strategies
     settings = _check_settings(ctx)
     extra = _threads_for(jobs, ctx.sets, base)
     done: dict[str, RunResult] = {}
