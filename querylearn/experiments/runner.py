@@ -303,11 +303,15 @@ def _run_all(ctx, todo: list[RunSpec], configs: dict, jobs: int, log, on_task_en
         futures = {pool.submit(execute_run, *args(s)): s for s in todo}
         for s in todo:
             log(f"run {s.name} (queued)")
-        for future in futures:  # submission order: results stay deterministic
-            s = futures[future]
-            status, metrics = future.result()
-            log(f"run {s.name}: {status}")
-            yield RunResult(s, ctx.runs_dir / s.name, status, metrics)
+        try:
+            for future in futures:  # submission order: results stay deterministic
+                s = futures[future]
+                status, metrics = future.result()
+                log(f"run {s.name}: {status}")
+                yield RunResult(s, ctx.runs_dir / s.name, status, metrics)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # runs already started finish their checkpoint
+            raise
 
 
 def seed_runs(ctx: ExperimentContext, prefix: str, labels: dict, overrides: dict, **kw) -> list[RunSpec]:
