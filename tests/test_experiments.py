@@ -224,3 +224,21 @@ def test_parse_sets():
         "model.channels": 64, "strategy": "teracon", "model.dilations": [1, 2]}
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_sets(["model.channels"])
+
+
+def test_noise_uses_the_synthetic_noisy_task(tmp_path, capsys):
+    from querylearn.experiments import noise
+    from querylearn.experiments.runner import ExperimentContext
+
+    data = tmp_path / "syn"
+    assert main_code(["prepare", "synthetic", "--users", "300", "--noisy-task", "--out", str(data)]) == 0
+    capsys.readouterr()
+    ctx = ExperimentContext("noise", data, tmp_path / "exp", ["teracon"], [0])
+    specs = {s.name: s for s in noise.plan(ctx, {})}
+    assert not (tmp_path / "exp" / "data-noisy").exists()  # TN is used as it is
+    assert specs["teracon-noisy-s0"].overrides["tasks"] == ["T1", "T2", "T3", "TN", "T4", "T5", "T6", "T7"]
+    assert specs["teracon-clean-s0"].overrides["tasks"] == ["T1", "T2", "T3", "T4", "T5", "T6", "T7"]
+    # 50 uniform classes: a label-blind ranking scores about 1/50
+    metric = next(t.metric for t in load_dataset(data).tasks if t.name == "TN")
+    chance = chance_score(data, "TN")
+    assert metric == "accuracy" and 0.0 <= chance < 0.1

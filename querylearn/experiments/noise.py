@@ -87,8 +87,11 @@ def _setup(ctx: ExperimentContext) -> tuple[Path, str, str | None]:
 
 
 def orders(names: list[str], noisy: str) -> dict[str, list[str]]:
-    """clean: the tasks without the noisy one; noisy: it inserted after the middle clean task."""
+    """clean: the tasks without the noisy one; noisy: the dataset's order when it places the noisy
+    task inside the sequence (synthetic TN comes after T3), else it inserted after the middle task."""
     clean = [n for n in names if n != noisy]
+    if 0 < names.index(noisy) < len(names) - 1:
+        return {"clean": clean, "noisy": list(names)}
     at = (len(clean) + 1) // 2
     return {"clean": clean, "noisy": clean[:at] + [noisy] + clean[at:]}
 

@@ -28,9 +28,12 @@ def _value(ms) -> tuple[float, float]:
 
 def plot_figure(spec: dict, path: Path) -> Path:
     """Draw one figure spec (grouped bars with std error bars, or mean curves with std bands)."""
-    from querylearn.report import _plt  # the report's matplotlib setup (Agg, font)
+    import matplotlib
 
-    plt = _plt()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["font.family"] = ["DejaVu Sans"]
     fig, ax = plt.subplots(figsize=(7.0, 4.0))
     series = spec["series"]
     if spec["kind"] == "bars":
