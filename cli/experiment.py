@@ -44,7 +44,7 @@ def experiment_cli(
         "--set", help="Override a TrainConfig key for every run: --set section.key=value (repeatable).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny model, 2 epochs per task (seconds; for tests).")] = False,
     models: Annotated[list[str] | None, typer.Option(
-        "--model", help="[init] a local pretrained folder: kobert=DIR, hf=DIR or DIR (hf); repeatable.")] = None,
+        "--model", help="init only: a local pretrained folder, kobert=DIR, hf=DIR or DIR (hf); repeatable.")] = None,
 ) -> None:
     """Run one of the seed study's experiments as train-sequence runs and summarise it over seeds."""
     from querylearn.experiments.runner import parse_sets, run_experiment
@@ -54,8 +54,12 @@ def experiment_cli(
         sets=parse_sets(sets), jobs=jobs, quick=quick, models=models,
         log=lambda msg: console.print(msg, highlight=False),
     )
+    from querylearn.experiments.render import markdown_table
     from querylearn.report import rich_table
 
-    for table in results["tables"]:
-        console.print(rich_table(table["title"], table["header"], table["rows"]))
+    for table in results["tables"]:  # a terminal gets rich tables; a pipe or file the markdown ones
+        if console.is_terminal:
+            console.print(rich_table(table["title"], table["header"], table["rows"]))
+        else:
+            print(f"{table['title']}\n\n{markdown_table(table['header'], table['rows'])}\n")
     console.print(f"wrote {out}/results.json, {out}/results.md and {out}/figures/")

@@ -31,7 +31,8 @@ def _structure(results: dict, name: str, n_runs: int) -> None:
 def _files(out, results) -> None:
     assert read_json(out / "results.json") == json.loads(json.dumps(results))
     md = (out / "results.md").read_text(encoding="utf-8")
-    assert results["tables"][0]["title"] in md and " ± " in md
+    for table in results["tables"]:
+        assert table["title"] in md and "| " + " | ".join(table["rows"][0]) + " |" in md
     for spec in results["figures"]:
         assert (out / "figures" / spec["file"]).stat().st_size > 1000
     for run in results["runs"]:  # every run is an ordinary train-sequence run directory
@@ -242,3 +243,12 @@ def test_noise_uses_the_synthetic_noisy_task(tmp_path, capsys):
     metric = next(t.metric for t in load_dataset(data).tasks if t.name == "TN")
     chance = chance_score(data, "TN")
     assert metric == "accuracy" and 0.0 <= chance < 0.1
+
+
+def test_mean_std_formatting():
+    from querylearn.experiments.stats import fmt_ms, mean_std
+
+    two = mean_std([0.1, 0.3, None])  # None (an undefined score) is left out
+    assert two["n"] == 2 and two["mean"] == pytest.approx(0.2) and two["std"] == pytest.approx(0.1414213562)
+    assert fmt_ms(two) == "0.2000 ± 0.1414" and fmt_ms(mean_std([0.25])) == "0.2500"
+    assert fmt_ms(mean_std([])) == "" and fmt_ms(mean_std([-0.5, 0.5]), "+.1f") == "+0.0 ± 0.7"

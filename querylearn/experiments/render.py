@@ -14,7 +14,7 @@ from querylearn.errors import ArtifactError
 from querylearn.experiments import RESULTS_KIND
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -54,11 +54,13 @@ def plot_figure(spec: dict, path: Path) -> Path:
             ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
                             [m + s for m, s in zip(means, stds, strict=True)], alpha=0.2)
         ax.set_xlabel(spec.get("xlabel", "epoch"))
+        ax.xaxis.get_major_locator().set_params(integer=True)
     else:
         raise ArtifactError(f"figure {spec.get('file')}: unknown kind {spec['kind']!r}")
     ax.set_ylabel(spec.get("ylabel", ""))
     ax.set_title(spec["title"])
-    ax.legend(fontsize=7)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -84,12 +86,12 @@ def markdown(results: dict, figure_dir: str = "figures") -> str:
     if sets:
         md += ["Overrides: " + ", ".join(f"`{k}={v}`" for k, v in sets.items()) + ".", ""]
     for table in results["tables"]:
-        md += [f"## {table['title']}", "", _md_table(table["header"], table["rows"]), ""]
+        md += [f"## {table['title']}", "", markdown_table(table["header"], table["rows"]), ""]
         if table.get("note"):
             md += [table["note"], ""]
     for spec in results["figures"]:
         md += [f"![{spec['title']}]({figure_dir}/{spec['file']})", ""]
-    md += ["## Runs", "", _md_table(["run", "status", "tasks"],
+    md += ["## Runs", "", markdown_table(["run", "status", "tasks"],
                                     [[f"`{r['dir']}`", r["status"], " → ".join(r["tasks"])] for r in results["runs"]]), ""]
     return "\n".join(md) + "\n"
 

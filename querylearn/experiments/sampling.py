@@ -120,9 +120,12 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
              "header": ["variant", "mean score", *tasks, "s/epoch", "rho", "retained"], "rows": rows},
         ],
         "figures": [
-            {"file": "sampling_quality_time.png", "kind": "bars", "title": "mean final score and seconds per epoch",
-             "ylabel": "value", "groups": ["mean score", "s/epoch (after T1)", "retained fraction"],
-             "series": {v: [summary[v]["score_mean"], summary[v]["seconds_per_epoch"], summary[v]["retained_fraction"]]
-                        for v in ctx.strategies}},
+            {"file": f"sampling_{key}.png", "kind": "bars", "title": title, "ylabel": ylabel,
+             "groups": list(ctx.strategies), "series": {title: [summary[v][key] for v in ctx.strategies]}}
+            for key, title, ylabel in (
+                ("score_mean", "mean final score R(T_last, ·)", "score"),
+                ("seconds_per_epoch", "training seconds per epoch (tasks after T1)", "seconds"),
+                ("retained_fraction", "fraction of users retained per past task", "fraction"),
+            )
         ],
     }

@@ -24,9 +24,11 @@ def mean_std(values) -> dict:
 
 
 def fmt_ms(ms: dict | None, spec: str = ".4f") -> str:
-    """``0.1234 ± 0.0056`` (empty when there is no value)."""
+    """``0.1234 ± 0.0056``; the mean alone from one seed; empty when there is no value."""
     if not ms or ms.get("mean") is None:
         return ""
+    if ms.get("n") == 1:
+        return format(ms["mean"], spec)
     return f"{format(ms['mean'], spec)} ± {format(ms['std'], spec.lstrip('+'))}"
 
 
