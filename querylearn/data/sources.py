@@ -6,6 +6,7 @@ so every source goes through the same validated path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,12 +214,19 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
                            "excluded_last_interaction_rows": held_out})
 
 
-def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
+def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None,
+            noisy_task: bool | None = None,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None) -> dict:
-    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest."""
+    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
+
+    ``users`` / ``noisy_task`` (when given) replace ``opts.synthetic``'s; ``opts.seq_len`` None
+    becomes the source's default (:meth:`BuildOptions.for_source`)."""
+    synthetic = {k: v for k, v in (("users", users), ("noisy_task", noisy_task)) if v is not None}
+    opts = replace(opts.for_source(source), synthetic=replace(opts.synthetic, **synthetic))
     if source == "synthetic":
-        return prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
+        return prepare_synthetic(out, users=opts.synthetic.users, seed=opts.seed,
+                                 noisy_task=opts.synthetic.noisy_task, opts=opts)
     if source in ("movielens-100k", "kmrd"):
         if path is None:
             raise DataError(source, "needs --path to the data folder", fix=f"querylearn prepare {source} --path FOLDER --out DIR")
