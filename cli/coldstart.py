@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from querylearn.cli.app import app, console
-from querylearn.config import load_config
+from querylearn.config_loader import stage_config
 from querylearn.errors import QuerylearnError
 
 
@@ -89,17 +89,19 @@ def coldstart_eval_cli(
         list[Path] | None,
         typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
     ] = None,
-    model: Annotated[str, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = "neumf",
+    model: Annotated[str | None, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = None,
     negatives: Annotated[
-        int, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
-    ] = 99,
+        int | None,
+        typer.Option("--negatives", help="Sampled never-interacted candidates per user (default 99)."),
+    ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the split, candidates, tie keys and training.")
-    ] = 0,
+        int | None,
+        typer.Option("--seed", help="Seed of the split, candidates, tie keys and training (default 0)."),
+    ] = None,
     cold_fraction: Annotated[
-        float,
-        typer.Option("--cold-fraction", help="Seeded fraction of otherwise-warm users made cold (0..1)."),
-    ] = 0.0,
+        float | None,
+        typer.Option("--cold-fraction", help="Seeded share of warm users made cold (0..1, default 0)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs (default 10).")] = None,
     variant: Annotated[
         list[str] | None,
@@ -118,9 +120,20 @@ def coldstart_eval_cli(
         ),
     ] = None,
     threads: Annotated[
-        int, typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF).")
-    ] = 1,
-    device: Annotated[str, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")] = "cpu",
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch and implicit ALS (default 1)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device for NCF (default cpu; cuda, ...).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML with ColdstartConfig keys; --set and the flags override it."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key, e.g. --set ncf.lr=0.002; repeatable."),
+    ] = None,
 ) -> None:
     """Rank each user's held-out latest item against sampled negatives: NCF variants vs baselines, warm vs cold."""
     from querylearn.data.dataset import load_dataset
@@ -141,7 +154,7 @@ def coldstart_eval_cli(
         "ncf.epochs": epochs,
         "ncf.device": device,
     }
-    config = load_config(ColdstartConfig, None, overrides)
+    config = stage_config(ColdstartConfig, config=config, sets=sets, flags=overrides)
     dataset = load_dataset(data)
     sources = []
     taken: set[str] = set()
