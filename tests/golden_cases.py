@@ -1,0 +1,205 @@
+"""Golden outputs: what every stage produced at the commit the golden file was recorded at.
+
+Each case runs a stage through the CLI (the public contract, so internal refactors cannot hide a change)
+on a tiny fixture with fixed seeds on one CPU thread, and returns a JSON-able summary:
+
+- ``prepare``: sha256 of every file of the dataset directory (synthetic, files, toy, MovieLens-100K).
+- ``embed-init``: sha256 of ``vectors.npy`` and ``vocab.json`` per source (random, tiny KoBERT, tiny hf).
+- ``train``: for every strategy and ablation, the R matrix and its per-task details (all floats), FWT and
+  BWT from ``metrics.json``, and per checkpoint the sorted list of its tensors' hashes (dtype, shape,
+  bytes; names are left out so that moving a tensor to another module keeps its hash).
+- ``coldstart``: the metrics of a tiny ``coldstart-eval`` report on a trained run's representation.
+
+Regenerate (only when a behaviour change is intended and explained in the commit):
+``python tests/golden_cases.py --write``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "golden" / "golden.json"
+ML100K = HERE.parents[1] / "shared" / "data" / "movielens-100k"
+
+STRATEGIES = (
+    "teracon",
+    "teracon-noretention",
+    "teracon-rho1",
+    "teracon-plain",
+    "finetune",
+    "single",
+    "hat",
+    "conure",
+    "multitask",
+)
+TRAIN_ARGS = [
+    "--epochs", "2", "--seed", "0", "--threads", "1", "--device", "cpu", "--no-progress",
+    "--model.channels", "16", "--model.dilations", "[1, 2]",
+    "--t2.batch_size", "64", "--later.batch_size", "64",
+]  # fmt: skip
+
+FILES_LOG = (
+    "user_id,timestamp,query\n"
+    "a,100,캠핑 의자\na,200,캠핑 테이블\na,300,텐트\n"
+    "b,150,원피스\nb,120,니트\nb,400,원피스\nb,500,가디건\n"
+    "c,50,노트북\nc,60,마우스\nc,70,키보드\nc,80,모니터\n"
+)
+FILES_TASKS = '[[task]]\nname = "T1"\nkind = "next_query"\n'
+
+
+def _cli(argv: list[str]) -> None:
+    from querylearn.cli.main import main
+
+    try:
+        main(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"querylearn {' '.join(argv)} exited {exc.code}") from None
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _scrub(obj, work: Path):
+    """``obj`` with the work folder's and the shared data's absolute paths replaced in every string."""
+    if isinstance(obj, str):
+        return obj.replace(str(work), "<work>").replace(str(ML100K), "<ml100k>")
+    if isinstance(obj, dict):
+        return {k: _scrub(v, work) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v, work) for v in obj]
+    return obj
+
+
+def _dir_hashes(root: Path, work: Path) -> dict[str, str]:
+    """sha256 per file; ``dataset.json`` is hashed with the work folder's path scrubbed."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        if p.name == "dataset.json":
+            text = json.dumps(_scrub(json.loads(p.read_text(encoding="utf-8")), work), sort_keys=True)
+            out[str(p.relative_to(root))] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        else:
+            out[str(p.relative_to(root))] = _sha(p)
+    return out
+
+
+def _tensor_hashes(path: Path) -> list[str]:
+    from safetensors.numpy import load_file
+
+    out = []
+    for arr in load_file(str(path)).values():
+        arr = np.ascontiguousarray(arr)
+        h = hashlib.sha256(f"{arr.dtype}{list(arr.shape)}".encode() + arr.tobytes()).hexdigest()
+        out.append(h)
+    return sorted(out)
+
+
+def case_prepare(work: Path) -> dict:
+    out: dict = {}
+    _cli(["prepare", "synthetic", "--users", "300", "--seed", "0", "--out", str(work / "syn")])
+    out["synthetic"] = _dir_hashes(work / "syn", work)
+    (work / "log.csv").write_text(FILES_LOG, encoding="utf-8")
+    (work / "tasks.toml").write_text(FILES_TASKS, encoding="utf-8")
+    _cli(["prepare", "files", "--queries", str(work / "log.csv"), "--tasks", str(work / "tasks.toml"),
+          "--seq-len", "3", "--out", str(work / "files")])  # fmt: skip
+    out["files"] = _dir_hashes(work / "files", work)
+    out["toy"] = _dir_hashes(toy_dir(work), work)
+    if (ML100K / "u.data").is_file():
+        _cli(["prepare", "movielens-100k", "--path", str(ML100K), "--exclude-last-interaction",
+              "--out", str(work / "ml")])  # fmt: skip
+        out["movielens-100k"] = _dir_hashes(work / "ml", work)
+    return out
+
+
+def toy_dir(work: Path) -> Path:
+    """The toy dataset (built once per work folder)."""
+    target = work / "toy"
+    if not (target / "dataset.json").is_file():
+        sys.path.insert(0, str(HERE))
+        try:
+            from toy import make_toy_dataset  # tests/toy.py once the fixture lives in tests/
+        except ImportError:
+            from querylearn.data.toy import make_toy_dataset
+        make_toy_dataset(target)
+    return target
+
+
+def case_embed(work: Path) -> dict:
+    sys.path.insert(0, str(HERE))
+    import kobert_tiny
+
+    toy = toy_dir(work)
+    out = {}
+    sources = {
+        "random": ["--source", "random", "--seed", "3"],
+        "random-d8": ["--source", "random", "--seed", "3", "--dim", "8"],
+        "kobert": ["--source", "kobert", "--model", str(kobert_tiny.tiny_kobert_dir())],
+        "hf": ["--source", "hf", "--model", str(kobert_tiny.build_tiny_hf_bert(work / "bert"))],
+    }
+    for name, args in sources.items():
+        emb = work / f"emb-{name}"
+        _cli(["embed-init", "--data", str(toy), "--out", str(emb), *args])
+        out[name] = {f: _sha(emb / f) for f in ("vectors.npy", "vocab.json")}
+    return out
+
+
+def _run_summary(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    keep = {k: metrics[k] for k in ("tasks", "R", "R_detail", "single", "fwt", "bwt", "epochs", "best_epoch")}
+    keep["tensors"] = {p.name: _tensor_hashes(p) for p in sorted((run / "checkpoints").glob("*.safetensors"))}
+    return keep
+
+
+def case_train(work: Path, strategies=STRATEGIES) -> dict:
+    toy = toy_dir(work)
+    out = {}
+    for name in strategies:
+        run = work / f"run-{name}"
+        extra = ["--with-single"] if name == "teracon" else []
+        _cli(["train-sequence", "--data", str(toy), "--out", str(run), "--strategy", name, *TRAIN_ARGS, *extra])
+        out[name] = _run_summary(run)
+    return out
+
+
+def case_coldstart(work: Path) -> dict:
+    toy = toy_dir(work)
+    run = work / "run-teracon"
+    if not (run / "metrics.json").is_file():
+        case_train(work, ("teracon",))
+    rep = work / "coldstart"
+    _cli(["coldstart-eval", "--data", str(toy), "--out", str(rep), "--run", str(run), "--after-task", "T2",
+          "--negatives", "10", "--seed", "1", "--epochs", "2", "--cold-fraction", "0.2", "--threads", "1"])  # fmt: skip
+    report = json.loads((rep / "report.json").read_text(encoding="utf-8"))
+    methods = {name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in report["methods"].items()}
+    return _scrub({"counts": report["counts"], "methods": methods}, work)
+
+
+CASES = {"prepare": case_prepare, "embed": case_embed, "train": case_train, "coldstart": case_coldstart}
+
+
+def run_all(work: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    return {name: fn(work) for name, fn in CASES.items()}
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    if "--write" not in sys.argv:
+        sys.exit("usage: python tests/golden_cases.py --write   (records tests/golden/golden.json)")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_all(Path(tmp))
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {GOLDEN}")
