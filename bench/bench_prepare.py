@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=92_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk-rows", type=int, default=500_000)
-    ap.add_argument("--seq-len", type=int, default=None, help="default: BuildOptions' (60 for files)")
+    ap.add_argument("--seq-len", type=int, default=None, help="default: the source's, from BuildOptions")
     ap.add_argument("--set", action="append", default=[], help="BuildOptions override key=value; repeatable")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qlbench"))
     ap.add_argument("--reuse", action="store_true", help="reuse the log already written under --work")
