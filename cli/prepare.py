@@ -57,7 +57,7 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
 # defaults quoted in the help texts are read from the config classes, where they are written once
 B, S = BuildOptions, SyntheticOptions
 SEQ_LEN_HELP = f"Queries kept per user (default {DEFAULT_SEQ_LEN}; " + ", ".join(
-    f"{n} for {s}" for s, n in SOURCE_SEQ_LEN.items()) + ")."
+    f"{n} for {s}" for s, n in SOURCE_SEQ_LEN.items()) + "; the files' length for teracon)."
 LAST_HELP = (
     "[movielens-100k | kmrd] keep each user's latest rating out of the query sequences and labels "
     "(interactions keep it), so coldstart-eval's held-out item is unseen by the representations."
@@ -66,14 +66,14 @@ LAST_HELP = (
 
 @app.command("prepare")
 def prepare_cli(
-    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files")],
+    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files | teracon")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
     users: Annotated[int | None, typer.Option(help=f"[synthetic] users (default {S.users}).")] = None,
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the generator and of the splits (default {B.seed}).")] = None,
     noisy_task: Annotated[bool, typer.Option(
         "--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
-    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd] the data folder.")] = None,
+    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
     queries: Annotated[Path | None, typer.Option(
         help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
     tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,

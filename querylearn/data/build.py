@@ -41,7 +41,7 @@ class BuildOptions:
     """The config of ``prepare`` (``--config`` TOML / ``--set key=value``), shared by every source.
 
     seq_len: queries kept per user; None = the source's default (:data:`SOURCE_SEQ_LEN`, else
-    :data:`DEFAULT_SEQ_LEN`), filled by :meth:`for_source`. split: ``user`` | ``example`` (parity
+    :data:`DEFAULT_SEQ_LEN`), filled by :meth:`for_source`; ``teracon`` keeps its files' length. split: ``user`` | ``example`` (parity
     mode, docs/data.md). exclude_last_interaction: movielens-100k / kmrd keep each user's latest
     rating out of the query sequences and the label tables (the interactions keep it), so
     coldstart-eval's held-out item is unseen by the representation.

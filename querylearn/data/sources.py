@@ -1,4 +1,4 @@
-"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd.
+"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd, teracon.
 
 Each ``prepare_*`` function builds the raw tables and calls :func:`querylearn.data.build.assemble`,
 so every source goes through the same validated path.
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from querylearn.config_loader import write_config
 from querylearn.data.build import (
     BuildOptions,
     LabelTable,
@@ -24,7 +25,7 @@ from querylearn.data.readers import iter_table
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
 
-SOURCES = ("synthetic", "movielens-100k", "kmrd", "files")
+SOURCES = ("synthetic", "movielens-100k", "kmrd", "files", "teracon")
 
 
 def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -217,13 +218,27 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
 def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None,
             noisy_task: bool | None = None,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
-            interactions: str | Path | None = None, items: str | Path | None = None) -> dict:
+            interactions: str | Path | None = None, items: str | Path | None = None,
+            seq_len_from_files: bool = False) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
     ``users`` / ``noisy_task`` (when given) replace ``opts.synthetic``'s; ``opts.seq_len`` None
-    becomes the source's default (:meth:`BuildOptions.for_source`)."""
+    becomes the source's default (:meth:`BuildOptions.for_source`; for ``teracon`` the files' length).
+    ``seq_len_from_files`` [teracon]: keep the files' sequence length even when ``opts.seq_len`` is set.
+    """
     synthetic = {k: v for k, v in (("users", users), ("noisy_task", noisy_task)) if v is not None}
-    opts = replace(opts.for_source(source), synthetic=replace(opts.synthetic, **synthetic))
+    opts = replace(opts, synthetic=replace(opts.synthetic, **synthetic))
+    if source == "teracon":  # the official TERACON/CONURE task files (querylearn/data/teracon_format.py)
+        from querylearn.data.teracon_format import prepare_teracon
+
+        if path is None:
+            raise DataError(source, "needs --path to the folder of t1..., t2..., ... files",
+                            fix="querylearn prepare teracon --path FOLDER --out DIR")
+        from_files = seq_len_from_files or opts.seq_len is None
+        manifest = prepare_teracon(out, path=path, opts=opts, seq_len_from_files=from_files)
+        write_config(out, replace(opts, seq_len=manifest["seq_len"]))  # the resolved options, as assemble does
+        return manifest
+    opts = opts.for_source(source)
     if source == "synthetic":
         return prepare_synthetic(out, users=opts.synthetic.users, seed=opts.seed,
                                  noisy_task=opts.synthetic.noisy_task, opts=opts)
