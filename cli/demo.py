@@ -145,7 +145,6 @@ def run_demo(
     ``options`` (``preset``, ``users``, ``seed``, ``kobert``, ``e5``, ``strategies``, ...) override
     single keys of ``config`` (default :class:`DemoConfig`); None means "not given".
     """
-    from querylearn.cli.coldstart import representations_from_runs
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.loop import train_sequence
     from querylearn.data.build import BuildOptions
@@ -154,6 +153,7 @@ def run_demo(
     from querylearn.embeddings import embed_init, resolve_config
     from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
     from querylearn.recsys.report import render_table, write_report
+    from querylearn.recsys.representations import representations_from_runs
     from querylearn.report import build_report
 
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
