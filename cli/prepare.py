@@ -11,7 +11,7 @@ from rich.table import Table
 
 from querylearn.cli.app import app, console
 from querylearn.config_loader import stage_config
-from querylearn.data.build import DEFAULT_SEQ_LEN, SOURCE_SEQ_LEN, BuildOptions, SyntheticOptions
+from querylearn.data.build import DEFAULT_SEQ_LEN, DEFAULT_SYNTHETIC_USERS, SOURCE_SEQ_LEN, BuildOptions
 from querylearn.data.sources import SOURCES, prepare
 from querylearn.errors import QuerylearnError
 
@@ -55,12 +55,12 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
 
 
 # defaults quoted in the help texts are read from the config classes, where they are written once
-B, S = BuildOptions, SyntheticOptions
+B = BuildOptions
 SEQ_LEN_HELP = f"Queries kept per user (default {DEFAULT_SEQ_LEN}; " + ", ".join(
     f"{n} for {s}" for s, n in SOURCE_SEQ_LEN.items()) + "; the files' length for teracon)."
 LAST_HELP = (
-    "[movielens-100k | kmrd] keep each user's latest rating out of the query sequences and labels "
-    "(interactions keep it), so coldstart-eval's held-out item is unseen by the representations."
+    "[movielens-100k | kmrd | files] keep each user's latest interaction out of the query sequences and "
+    "labels (interactions keep it), so coldstart-eval's held-out item is unseen by the representations."
 )
 
 
@@ -68,7 +68,8 @@ LAST_HELP = (
 def prepare_cli(
     source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files | teracon")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
-    users: Annotated[int | None, typer.Option(help=f"[synthetic] users (default {S.users}).")] = None,
+    users: Annotated[int | None, typer.Option(
+        help=f"[synthetic] users (default {DEFAULT_SYNTHETIC_USERS}); [files] keep the first N user ids.")] = None,
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the generator and of the splits (default {B.seed}).")] = None,
     noisy_task: Annotated[bool, typer.Option(
@@ -107,7 +108,7 @@ def prepare_cli(
         "seed": seed,
         "chunk_rows": chunk_rows,
         "exclude_last_interaction": exclude_last_interaction or None,
-        "synthetic.users": users,
+        "users": users,
         "synthetic.noisy_task": noisy_task or None,
     }
     opts = stage_config(BuildOptions, config=config, sets=sets, flags=flags)

@@ -107,6 +107,7 @@ def train_sequence_cli(
     ``--set section.key=value`` (or the extra-option form ``--section.key value``) overrides single
     config keys, e.g. ``--set model.channels=64``.
     """
+    from querylearn.artifacts import check_out_dir
     from querylearn.cli.progress import RichProgress
     from querylearn.config import load_config
     from querylearn.continual.config import TrainConfig
@@ -130,6 +131,8 @@ def train_sequence_cli(
         metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
         run_dir = resume
     else:
+        if out is not None:
+            check_out_dir(out)
         cfg = load_config(TrainConfig, config, overrides)  # errors name the file or the override
         metrics = train_sequence(
             data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter

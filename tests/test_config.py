@@ -143,8 +143,9 @@ def test_build_options_seq_len_default_is_written_once():
         BuildOptions(seq_len=1)
     with pytest.raises(ConfigError, match=r"^chunk_rows: must be at least 1, got 0$"):
         load_config(BuildOptions, None, {"chunk_rows": 0})
-    with pytest.raises(ConfigError, match=r"override 'synthetic.user'.*valid keys here: noisy_task, users"):
-        load_config(BuildOptions, None, {"synthetic.user": 5})
+    with pytest.raises(ConfigError, match=r"override 'synthetic.users'.*valid keys here: noisy_task$"):
+        load_config(BuildOptions, None, {"synthetic.users": 5})
+    assert opts.for_source("synthetic").users == 2000 and opts.for_source("files").users is None
 
 
 @pytest.mark.parametrize("source", ["random", "kobert", "e5"])
@@ -197,7 +198,7 @@ def test_prepare_config_file_set_and_written_config(tmp_path, capsys):
     from querylearn.data.dataset import load_manifest
 
     cfg = tmp_path / "prepare.toml"
-    cfg.write_text("seq_len = 12\nmin_count = 2\n[synthetic]\nusers = 400\n")
+    cfg.write_text("seq_len = 12\nmin_count = 2\nusers = 400\n[synthetic]\nnoisy_task = false\n")
     out = tmp_path / "ds"
     code, _, err = _cli(
         [
@@ -208,7 +209,7 @@ def test_prepare_config_file_set_and_written_config(tmp_path, capsys):
             "--config",
             str(cfg),
             "--set",
-            "synthetic.users=120",
+            "users=120",
             "--seed",
             "3",
         ],
@@ -218,7 +219,7 @@ def test_prepare_config_file_set_and_written_config(tmp_path, capsys):
     m = load_manifest(out)
     assert (m["seq_len"], m["n_users"], m["build"]["min_count"]) == (12, 120, 2)
     written = load_config(BuildOptions, out / "config.toml")
-    assert (written.seq_len, written.min_count, written.seed, written.synthetic.users) == (12, 2, 3, 120)
+    assert (written.seq_len, written.min_count, written.seed, written.users) == (12, 2, 3, 120)
     # the written config rebuilds the same dataset
     code, _, err = _cli(
         ["prepare", "synthetic", "--out", str(tmp_path / "again"), "--config", str(out / "config.toml")],

@@ -17,7 +17,7 @@ import pandas as pd
 from querylearn.config_loader import require, write_config
 from querylearn.data.dataset import Interactions, TaskArrays, write_dataset
 from querylearn.data.normalize import normalize_query
-from querylearn.data.readers import iter_table, natural_sorted, parse_timestamps
+from querylearn.data.readers import NS_PER_S, iter_table, natural_sorted, parse_timestamps
 from querylearn.data.splits import SPLIT_MODES, permuted_split, split_sizes
 from querylearn.data.tasks import DEFAULT_METRIC
 from querylearn.data.vocab import PAD_ID, QueryVocab
@@ -30,10 +30,12 @@ SOURCE_SEQ_LEN = {"movielens-100k": 30, "kmrd": 30}
 
 @dataclass
 class SyntheticOptions:
-    """The ``synthetic`` source's generator (``[synthetic]`` table; ``--users``, ``--noisy-task``)."""
+    """The ``synthetic`` source's generator (``[synthetic]`` table; ``--noisy-task``)."""
 
-    users: int = 2000
     noisy_task: bool = False  # add TERACON's uninformative task TN
+
+
+DEFAULT_SYNTHETIC_USERS = 2000
 
 
 @dataclass
@@ -41,13 +43,16 @@ class BuildOptions:
     """The config of ``prepare`` (``--config`` TOML / ``--set key=value``), shared by every source.
 
     seq_len: queries kept per user; None = the source's default (:data:`SOURCE_SEQ_LEN`, else
-    :data:`DEFAULT_SEQ_LEN`), filled by :meth:`for_source`; ``teracon`` keeps its files' length. split: ``user`` | ``example`` (parity
-    mode, docs/data.md). exclude_last_interaction: movielens-100k / kmrd keep each user's latest
-    rating out of the query sequences and the label tables (the interactions keep it), so
-    coldstart-eval's held-out item is unseen by the representation.
+    :data:`DEFAULT_SEQ_LEN`), filled by :meth:`for_source`; ``teracon`` keeps its files' length.
+    users: synthetic: users generated (None = :data:`DEFAULT_SYNTHETIC_USERS`); files: keep the
+    first N user ids of the log (None = all); movielens-100k / kmrd / teracon refuse it.
+    split: ``user`` | ``example`` (parity mode, docs/data.md). exclude_last_interaction: keep each
+    user's latest interaction out of the query sequences and the label tables (the interactions
+    keep it), so coldstart-eval's held-out item is unseen by the representation.
     """
 
     seq_len: int | None = None
+    users: int | None = None
     min_count: int = 1
     min_label_count: int = 1
     split: str = "user"
@@ -65,10 +70,10 @@ class BuildOptions:
         require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1", self.chunk_rows)
 
     def for_source(self, source: str) -> BuildOptions:
-        """These options with ``seq_len`` filled by the source's default when it was not given."""
-        if self.seq_len is not None:
-            return self
-        return dataclasses.replace(self, seq_len=SOURCE_SEQ_LEN.get(source, DEFAULT_SEQ_LEN))
+        """These options with ``seq_len`` (and synthetic's ``users``) filled by the source's defaults."""
+        seq_len = self.seq_len or SOURCE_SEQ_LEN.get(source, DEFAULT_SEQ_LEN)
+        users = DEFAULT_SYNTHETIC_USERS if self.users is None and source == "synthetic" else self.users
+        return dataclasses.replace(self, seq_len=seq_len, users=users)
 
 
 @dataclass
@@ -227,8 +232,8 @@ def _interactions(
     f = f.assign(i=f["item_id"].map(iindex)).sort_values(["u", "timestamp", "order"], kind="stable")
     texts = [(item_texts or {}).get(i, i) for i in item_ids]
     stats["items_without_text"] = int(sum(1 for i in item_ids if i not in (item_texts or {})))
-    inter = Interactions(f["u"].to_numpy(np.int64), f["i"].to_numpy(np.int64), f["timestamp"].to_numpy(np.int64),
-                         item_ids, texts)
+    inter = Interactions(f["u"].to_numpy(np.int64), f["i"].to_numpy(np.int64),
+                         f["timestamp"].to_numpy(np.int64) // NS_PER_S, item_ids, texts)  # sorted by ns, stored in s
     return inter, stats
 
 
