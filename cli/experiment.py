@@ -47,7 +47,8 @@ def experiment_cli(
         "--model", help="init only: a local pretrained folder, kobert=DIR, hf=DIR or DIR (hf); repeatable.")] = None,
 ) -> None:
     """Run one of the seed study's experiments as train-sequence runs and summarise it over seeds."""
-    from querylearn.experiments.runner import parse_sets, run_experiment
+    from querylearn.config_loader import parse_sets
+    from querylearn.experiments.runner import run_experiment
 
     results = run_experiment(
         name, data, out, strategies=_csv(strategies), seeds=_seeds(seeds), config=config,

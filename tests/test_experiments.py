@@ -14,7 +14,7 @@ from querylearn.cli.main import main
 from querylearn.data.dataset import load_dataset
 from querylearn.errors import ConfigError
 from querylearn.experiments.noise import NOISY_TASK, chance_score, write_noisy_copy
-from querylearn.experiments.runner import parse_sets, run_experiment
+from querylearn.experiments.runner import run_experiment
 
 SEEDS = [0]
 
@@ -218,13 +218,6 @@ def test_order_permutation():
     assert perm[0] == "T1" and sorted(perm) == sorted(got["default"])
     assert perm not in (got["default"], got["reversed"])
     assert orders(["T1", "T2", "T3", "T4", "T5"]) == got  # one fixed permutation, whatever the seed
-
-
-def test_parse_sets():
-    assert parse_sets(["model.channels=64", "strategy=teracon", "model.dilations=[1, 2]"]) == {
-        "model.channels": 64, "strategy": "teracon", "model.dilations": [1, 2]}
-    with pytest.raises(ConfigError, match="section.key=value"):
-        parse_sets(["model.channels"])
 
 
 def test_noise_uses_the_synthetic_noisy_task(tmp_path, capsys):

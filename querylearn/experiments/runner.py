@@ -15,7 +15,6 @@ import hashlib
 import importlib
 import multiprocessing
 import os
-import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 
 from querylearn import __version__
 from querylearn.artifacts import read_json, write_json
-from querylearn.config import load_config
+from querylearn.config_loader import load_config
 from querylearn.continual.config import TrainConfig
 from querylearn.data.dataset import load_manifest
 from querylearn.errors import ConfigError
@@ -46,22 +45,6 @@ QUICK_SETTINGS: dict[str, Any] = {
     "selection_metric": "task",
     "threads": 1,
 }
-
-
-def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``--set section.key=value`` items -> {"section.key": value}; values are TOML literals
-    (numbers, booleans, [lists], "strings"), anything else a plain string."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set model.channels=64")
-        try:
-            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = raw.strip()
-    return out
 
 
 @dataclass(frozen=True)
