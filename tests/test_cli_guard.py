@@ -22,6 +22,8 @@ def broken(tmp_path_factory):
     (d / "fake_run" / "run.json").write_text("{not json")
     (d / "fake_ds").mkdir()
     (d / "fake_ds" / "dataset.json").write_text('{"kind": "dataset", "schema_version": 1}')
+    (d / "fake_exp").mkdir()
+    (d / "fake_exp" / "results.json").write_text("{not json")
     (d / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     return d
 
@@ -69,6 +71,13 @@ def _cases(d):
             ["report", str(e)],
             ["report", str(f)],
             ["report", str(d / "fake_run")],
+            ["report", str(d / "fake_exp")],
+        ],
+        "experiment": [
+            ["experiment", "order", "--data", str(e), "--out", str(d / "x1")],
+            ["experiment", "order", "--data", str(d / "fake_ds"), "--out", str(d / "x2")],
+            ["experiment", "nope", "--data", str(d / "fake_ds"), "--out", str(d / "x3")],
+            ["experiment", "noise", "--data", str(d / "fake_ds"), "--out", str(f)],
         ],
         "demo": [
             ["demo", "--out", str(f)],

@@ -202,6 +202,7 @@ def test_cli(toy, tmp_path, capsys):
         (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "u"), "--set", "seed=3"],
          "--seeds"),
         (["experiment", "order", "--data", str(tmp_path), "--out", str(tmp_path / "t")], "dataset.json"),
+        (["experiment", "order", "--data", str(toy), "--out", str(out / "results.json")], "not a folder"),
     ]:
         assert main_code(argv) == 1
         err = capsys.readouterr().err

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from querylearn import __version__
-from querylearn.artifacts import read_json, write_json
+from querylearn.artifacts import check_out_dir, read_json, write_json
 from querylearn.config_loader import load_config
 from querylearn.continual.config import TrainConfig
 from querylearn.data.dataset import load_manifest
@@ -203,6 +203,7 @@ def run_experiment(
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be >= 1")
     load_manifest(data)  # one clear line when --data is no dataset
+    check_out_dir(out)
     ctx = ExperimentContext(
         name=name,
         data=Path(data),
