@@ -4,9 +4,9 @@
 5% valid, the last 15% test. Every task inherits its users' split, so a test user is a test user
 in every task and retention never trains on a test user's labels.
 
-``example`` mode (parity with ALGORITHMS.md 2.7): each task's examples are permuted
+``example`` mode (parity with the official code, docs/algorithms.md#splits): each task's examples are permuted
 independently with the seed; ``n_eval = floor(0.2 n)``, ``n_test = floor(0.75 n_eval)`` computed
-explicitly (fixing bug B32's negative slices): train = first ``n - n_eval``, valid = next
+explicitly (fixing bug B32's negative slices, #b32): train = first ``n - n_eval``, valid = next
 ``n_eval - n_test``, test = last ``n_test``.
 """
 

@@ -1,6 +1,7 @@
 """The official TERACON/CONURE task files: ``querylearn prepare teracon --path DIR``.
 
-The format of the official loaders and of the public TTL / MovieLens releases (ALGORITHMS.md 2.7, 2.9):
+The format of the official loaders and of the public TTL / MovieLens releases
+(docs/algorithms.md#data-protocol, #splits):
 
 - ``t1*`` (one file): one line per user, comma-separated integer item ids, left-padded with ``0``
   (``0`` = padding). Task T1 is next-item prediction over the sequence.
@@ -50,7 +51,7 @@ from querylearn.errors import DataError, QuerylearnError
 
 TASK_FILE = re.compile(r"t(\d+)(?:[._\-].*)?", re.IGNORECASE)
 USERS_FILE = "users.csv"
-# the official evaluator ranks when a task has more than top_k + 15 = 20 targets (ALGORITHMS.md 5.1)
+# the official evaluator ranks when a task has more than top_k + 15 = 20 targets (#metrics; B24, #b24)
 MAX_CLASSIFY_LABELS = 20
 _UINT = re.compile(r"\s*\d+\s*")
 _INT = re.compile(r"\s*-?\d+\s*")
@@ -205,9 +206,10 @@ def read_task_lines(path: Path, *, with_targets: bool) -> TaskLines:
 
 
 def official_split(n: int, seed: int) -> np.ndarray:
-    """Split codes [n] int8 of the official scripts (ALGORITHMS.md 2.7): ``np.random.seed(seed)``, then
+    """Split codes [n] int8 of the official scripts (#splits): ``np.random.seed(seed)``, then
     ``np.random.permutation(n)``; train = the first n - n_eval permuted rows, valid = the next
-    n_eval - n_test, test = the last n_test (sizes of :func:`split_sizes`, which fix bug B32)."""
+    n_eval - n_test, test = the last n_test (sizes of :func:`split_sizes`, which fix bug B32,
+    docs/algorithms.md#b32)."""
     n_train, n_valid, _ = split_sizes(n)
     order = np.random.RandomState(seed).permutation(n)
     codes = np.empty(n, dtype=np.int8)
