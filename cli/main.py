@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from querylearn.cli import coldstart, demo, embed, prepare, train  # noqa: F401  (register commands)
+from querylearn.cli import coldstart, demo, embed, prepare, train, use  # noqa: F401  (register commands)
 from querylearn.cli.app import app, err_console
 from querylearn.errors import QuerylearnError
 

@@ -18,10 +18,26 @@ import numpy as np
 from querylearn.errors import ArtifactError
 
 
+def process_umask() -> int:
+    """The process umask (read from /proc where it can be, else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; outputs follow the umask like any file the user creates (0644 under 022)
+    os.chmod(tmp, 0o666 & ~process_umask())
     return Path(tmp)
 
 

@@ -1,7 +1,8 @@
 """User representations from a train-sequence run -> Parquet (the UserRepresentations artifact).
 
-File contract (read by ``coldstart-eval``): column ``user_id`` (string) then ``v0 .. v{D-1}``
-(float32), one row per user in the dataset's user order. File-level metadata key ``querylearn``
+File contract (read by ``coldstart-eval``; :mod:`querylearn.userfile`): column ``user_id`` (string)
+then ``embedding`` (fixed-size list of float32), or ``v0 .. v{D-1}`` (float32) with ``--wide``; one
+row per user in the dataset's user order. File-level metadata key ``querylearn``
 holds JSON: kind "user-representations", schema_version, run dir, checkpoint, task whose mask was
 used, masking, s, pooling ("last-position"), users ("all" | "test"), dim, dataset path.
 
@@ -11,9 +12,6 @@ The representation of a user is the backbone output at the last position of the 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -118,24 +116,11 @@ def export_users(
     users: str = "all",
     batch_size: int = 1024,
     device: str = "cpu",
+    wide: bool = False,
 ) -> dict:
-    """Write the Parquet file (atomically) and return its metadata dict."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write the Parquet file (atomically; ``embedding`` column, or ``v0..`` when ``wide``) and
+    return its metadata dict."""
+    from querylearn.userfile import write_user_vectors
 
     vectors, user_ids, info = _export(Path(run_dir), task, users, batch_size, device)
-    columns = {"user_id": pa.array(user_ids, type=pa.string())}
-    for d in range(vectors.shape[1]):
-        columns[f"v{d}"] = pa.array(vectors[:, d], type=pa.float32())
-    table = pa.table(columns).replace_schema_metadata({"querylearn": json.dumps(info, ensure_ascii=False)})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return info
+    return write_user_vectors(out, user_ids, vectors, info, wide=wide)
