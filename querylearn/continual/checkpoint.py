@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from querylearn.artifacts import check_manifest, read_json, write_json
+from querylearn.artifacts import check_manifest, process_umask, read_json, write_json
 from querylearn.errors import ArtifactError
 from querylearn.models.nextitnet import ModelConfig
 from querylearn.models.user_encoder import UserEncoder
@@ -39,6 +39,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        os.chmod(tmp, 0o666 & ~process_umask())  # follow the umask (mkstemp creates 0600)
         os.replace(tmp, stem.with_suffix(".safetensors"))
     finally:
         if os.path.exists(tmp):
