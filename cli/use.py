@@ -1,5 +1,5 @@
 """Using a trained model: ``export-model``, ``embed-users`` and ``neighbours`` (thin wrappers over
-:mod:`querylearn.pretrained`, :mod:`querylearn.embed_users` and :mod:`querylearn.neighbours`)."""
+:mod:`querylearn.pretrained`, :mod:`querylearn.userlog` and :mod:`querylearn.neighbours`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def embed_users_cli(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk when reading the log.")] = 500_000,
 ) -> None:
     """Embed every user of a raw query log with an exported model (no prepared dataset needed)."""
-    from querylearn.embed_users import embed_users
+    from querylearn.userlog import embed_users
 
     if not out.suffix.lower() == ".parquet":
         raise QuerylearnError(f"--out {out}: embed-users writes Parquet; name the file *.parquet")

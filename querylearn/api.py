@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from querylearn.embed_users import EmbeddedUsers, embed_users
 from querylearn.embeddings import EmbeddingTable
+from querylearn.errors import QuerylearnError
 from querylearn.neighbours import NeighbourResult, query_neighbours, user_neighbours
 from querylearn.pretrained import EncodedUsers, ExportedModel, UserEncoder, export_model
+from querylearn.userlog import EmbeddedUsers, embed_users
 
 __all__ = [
     "ColdstartResult",
@@ -173,6 +174,9 @@ class ColdstartResult:
     report: dict = field(repr=False)
 
     def score(self, method: str, metric: str = "hr@10", group: str = "cold") -> float | None:
+        """One number of the report, e.g. ``score("neumf-rep[run]", "hr@10", "cold")``."""
+        if method not in self.methods:
+            raise QuerylearnError(f"method {method!r} is not in the report; it has {', '.join(self.methods)}")
         return self.methods[method][group][metric]
 
 
