@@ -23,6 +23,7 @@ from querylearn.continual.checkpoint import load_checkpoint, read_checkpoint_met
 from querylearn.data.dataset import load_dataset
 from querylearn.data.splits import TEST
 from querylearn.errors import ArtifactError, QuerylearnError
+from querylearn.runinfo import read_run_paths
 
 USERS = ("all", "test")
 KIND = "user-representations"
@@ -74,7 +75,8 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
     path, meta, task = _pick_checkpoint(run_dir, task)
     model, meta, _ = load_checkpoint(path, device)
     model.eval()
-    ds = load_dataset(run_meta["data"])
+    data_dir = read_run_paths(run_dir).data  # stored relative to the run directory
+    ds = load_dataset(data_dir)
     if len(ds.vocab) != model.item_embedding.num_embeddings:
         raise ArtifactError(
             f"{run_meta['data']}: vocabulary size {len(ds.vocab)} differs from the checkpoint's {model.item_embedding.num_embeddings}"
@@ -102,7 +104,7 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
         "users": users,
         "n_users": int(len(rows)),
         "dim": int(out.shape[1]),
-        "dataset": str(run_meta["data"]),
+        "dataset": str(data_dir.resolve()),
         "strategy": meta["strategy"],
     }
     return out, [ds.user_ids[i] for i in rows], info

@@ -41,6 +41,7 @@ from querylearn.errors import ArtifactError, ConfigError, DataError, QuerylearnE
 from querylearn.metrics import bwt, fwt, ranking_metrics
 from querylearn.models.masking import anneal_s
 from querylearn.models.user_encoder import EncoderOutput, UserEncoder
+from querylearn.runinfo import read_run_paths, stored_path
 
 RUN_KIND = "train-run"
 RUN_SCHEMA_VERSION = 1
@@ -800,8 +801,8 @@ def train_sequence(
                 f"{run_dir}/run.json: expected kind '{RUN_KIND}', found {run_meta.get('kind')!r}"
             )
         config = load_config(TrainConfig, run_dir / "config.toml")
-        data = run_meta["data"]
-        embeddings = run_meta.get("embeddings")
+        paths = read_run_paths(run_dir)  # relative to the run directory (older runs: absolute)
+        data, embeddings = paths.data, paths.embeddings
     else:
         if data is None or out is None:
             raise ConfigError(
@@ -838,8 +839,8 @@ def train_sequence(
             "kind": RUN_KIND,
             "schema_version": RUN_SCHEMA_VERSION,
             "querylearn_version": __version__,
-            "data": str(Path(data).resolve()),
-            "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
+            "data": stored_path(data, run_dir),
+            "embeddings": None if embeddings is None else stored_path(embeddings, run_dir),
             "strategy": config.strategy,
             "tasks": order,
         },
