@@ -1,5 +1,5 @@
 """``querylearn train-sequence`` and ``querylearn export-users``: thin wrappers over
-:func:`querylearn.continual.loop.train_sequence` and :func:`querylearn.export.export_users`."""
+:func:`querylearn.continual.run.train_sequence` and :func:`querylearn.export.export_users`."""
 
 from __future__ import annotations
 
@@ -59,26 +59,14 @@ def _epochs_overrides(epochs: str | None) -> dict:
 
 
 def render_r(metrics: dict) -> Table:
-    """R[i][j] (rows: after task i; columns: task j) with the per-task metric, BWT and FWT."""
-    tasks = metrics["tasks"]
-    table = Table(title=f"R matrix ({metrics['strategy']}): score on task j after learning task i")
-    table.add_column("after \\ on")
-    for name, metric in zip(tasks, metrics["metric"], strict=True):
-        table.add_column(f"{name}\n{metric}", justify="right")
-    for name, row in zip(tasks, metrics["R"], strict=False):
-        table.add_row(name, *("" if v is None else f"{v:.4f}" for v in row))
+    """R[i][j] (rows: after task i; columns: task j) with the per-task metric, BWT, FWT and s/epoch."""
+    from querylearn.continual.results import TrainMetrics
+    from querylearn.report import rich_table
 
-    def fmt(v):
-        return "" if v is None else f"{v:+.4f}"
-
-    table.add_row("BWT", *(fmt(v) for v in metrics["bwt"]["per_task"]), end_section=False)
-    table.add_row("FWT", *(fmt(v) for v in metrics["fwt"]["per_task"]))
-    table.add_row("s/epoch", *(f"{v:.2f}" for v in metrics["seconds_per_epoch"]))
-    parts = [
-        f"BWT mean {fmt(metrics['bwt']['mean']) or 'n/a'}",
-        f"FWT mean {fmt(metrics['fwt']['mean']) or 'n/a (run with --with-single)'}",
-    ]
-    table.caption = "; ".join(parts)
+    m = TrainMetrics.from_dict(metrics)
+    header, rows = m.r_matrix.table(m.seconds_per_epoch)
+    table = rich_table(f"R matrix ({m.strategy}): score on task j after learning task i", header, rows)
+    table.caption = m.r_matrix.summary()
     return table
 
 
@@ -106,7 +94,8 @@ def train_sequence_cli(
         str | None,
         typer.Option(
             "--strategy",
-            help="teracon (default) | finetune | single | multitask | hat | conure | teracon-noretention | teracon-rho1 | teracon-plain.",
+            help="teracon (default) | finetune | single | multitask | hat | conure | teracon-noretention | "
+            "teracon-rho1 | teracon-plain.",
         ),
     ] = None,
     config: Annotated[
@@ -140,9 +129,10 @@ def train_sequence_cli(
 
     Extra ``--section.key value`` options override single config keys, e.g. ``--model.channels 64``.
     """
+    from querylearn.cli.progress import RichProgress
     from querylearn.config import load_config
     from querylearn.continual.config import TrainConfig
-    from querylearn.continual.loop import RichProgress, train_sequence
+    from querylearn.continual.run import train_sequence
 
     overrides = parse_overrides(list(ctx.args))
     overrides.update(_epochs_overrides(epochs))
@@ -156,7 +146,8 @@ def train_sequence_cli(
     if resume is not None:
         if overrides or config is not None or data is not None or embeddings is not None:
             raise ConfigError(
-                "--resume continues with the run's stored config.toml; drop --data, --config, --embeddings and overrides"
+                "--resume continues with the run's stored config.toml; "
+                "drop --data, --config, --embeddings and overrides"
             )
         metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
         run_dir = resume

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +33,35 @@ def process_umask() -> int:
     return mask
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; outputs follow the umask like any file the user creates (0644 under 022)
-    os.chmod(tmp, 0o666 & ~process_umask())
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + ``os.replace`` (never a half-written file)."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """The one atomic-write pattern: ``write(tmp)`` fills a temp file beside ``path`` (parents are
+    created), then ``os.replace`` moves it over ``path``; on any error the temp file is removed and
+    ``path`` keeps its previous content (never a half-written file). The file gets the mode the
+    process umask gives a new file (0644 under 022), not mkstemp's 0600."""
     path = Path(path)
-    tmp = _atomic_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~process_umask())  # after write: some writers re-create the file
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -73,15 +81,11 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
 
 
 def read_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:

@@ -7,7 +7,9 @@ holds JSON: kind "user-representations", schema_version, run dir, checkpoint, ta
 used, masking, s, pooling ("last-position"), users ("all" | "test"), dim, dataset path.
 
 The representation of a user is the backbone output at the last position of the stored sequence
-(ALGORITHMS.md 3.2), computed with the chosen task's mask at s = smax.
+(ALGORITHMS.md 3.2), computed with the chosen task's mask at the model's evaluation scale s = smax,
+by the model that answers for that task (the checkpoint's ``task_checkpoints``: the last model for
+most strategies, the task's own model for SinMo).
 """
 
 from __future__ import annotations
@@ -39,17 +41,21 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return paths
 
 
-def _pick_checkpoint(run_dir: Path, task: str | None) -> tuple[Path, dict, str]:
+def _pick_checkpoint(run_dir: Path, task: str | None) -> tuple[Path, str]:
+    """The checkpoint whose model answers for ``task`` (default: the last task learnt)."""
     paths = _checkpoints(run_dir)
     last = read_checkpoint_meta(paths[-1])
     seen = last["tasks_seen"]
     task = task or seen[-1]
     if task not in seen:
         raise QuerylearnError(f"--task {task}: the run has learnt {', '.join(seen)}")
-    if last["strategy"] == "single":  # SinMo: each task has its own model
-        path = paths[seen.index(task)]
-        return path, read_checkpoint_meta(path), task
-    return paths[-1], last, task
+    if "task_checkpoints" in last:
+        return paths[-1].parent / last["task_checkpoints"][task], task
+    # runs written before task_checkpoints: the last checkpoint whose model holds the task's head
+    for path in reversed(paths):
+        if any(name == task for name, _ in read_checkpoint_meta(path)["heads"]):
+            return path, task
+    raise ArtifactError(f"{run_dir}/checkpoints: no checkpoint holds task {task}")
 
 
 @torch.no_grad()
@@ -72,18 +78,18 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
     if users not in USERS:
         raise QuerylearnError(f"--users {users!r} is not one of {', '.join(USERS)}")
     run_meta = read_json(run_dir / "run.json")
-    path, meta, task = _pick_checkpoint(run_dir, task)
+    path, task = _pick_checkpoint(run_dir, task)
     model, meta, _ = load_checkpoint(path, device)
     model.eval()
     data_dir = read_run_paths(run_dir).data  # stored relative to the run directory
     ds = load_dataset(data_dir)
     if len(ds.vocab) != model.item_embedding.num_embeddings:
         raise ArtifactError(
-            f"{run_meta['data']}: vocabulary size {len(ds.vocab)} differs from the checkpoint's {model.item_embedding.num_embeddings}"
+            f"{run_meta['data']}: vocabulary size {len(ds.vocab)} differs from the checkpoint's "
+            f"{model.item_embedding.num_embeddings}"
         )
     rows = np.arange(ds.n_users) if users == "all" else np.flatnonzero(ds.user_split == TEST)
-    smax = float(meta["config"]["smax"])
-    masks = model.task_masks(task, smax)
+    masks = model.task_masks(task, model.smax)
     seqs = np.asarray(ds.sequences)
     out = np.zeros((len(rows), model.config.channels), dtype=np.float32)
     for start in range(0, len(rows), batch_size):
@@ -99,7 +105,7 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
         "checkpoint": str(path.resolve()),
         "task": task,
         "masking": model.masking,
-        "s": smax,
+        "s": model.smax,
         "pooling": "last-position",
         "users": users,
         "n_users": int(len(rows)),

@@ -53,12 +53,6 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = (5, 20)) -> dict[st
     return out
 
 
-def accuracy(pred: np.ndarray, target: np.ndarray) -> float:
-    pred = np.asarray(pred)
-    target = np.asarray(target)
-    return float((pred == target).mean()) if len(target) else float("nan")
-
-
 def _is_num(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 

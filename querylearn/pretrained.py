@@ -22,6 +22,7 @@ at s = smax (ALGORITHMS.md 3.2).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from querylearn import __version__
-from querylearn.artifacts import atomic_write_bytes, check_manifest, read_json, write_json
+from querylearn.artifacts import atomic_write, check_manifest, read_json, write_json
 from querylearn.continual.checkpoint import load_checkpoint, read_checkpoint_meta
 from querylearn.data.dataset import load_manifest
 from querylearn.data.normalize import RULE, normalize_query
@@ -78,10 +79,6 @@ def pick_checkpoint(run_dir: str | Path, task: str | None = None) -> tuple[Path,
     raise ArtifactError(f"{run_dir}/checkpoints: no checkpoint holds task {task}")
 
 
-def _smax(meta: dict) -> float:
-    return float(meta["smax"] if "smax" in meta else meta["config"]["smax"])
-
-
 def _model_config(model: EncoderModule) -> dict:
     cfg = {k: getattr(model.config, k) for k in model.config.__dataclass_fields__}
     cfg["dilations"] = list(model.config.dilations)
@@ -93,7 +90,7 @@ def _build_module(config: dict, vocab_size: int, weights: dict[str, torch.Tensor
     cfg = dict(config["model_config"])
     cfg["dilations"] = tuple(cfg["dilations"])
     model = EncoderModule(vocab_size, ModelConfig(**cfg), masking=config["masking"],
-                          embedding_dim=int(config["embedding_dim"]))
+                          embedding_dim=int(config["embedding_dim"]), smax=float(config["smax"]))
     for name, n_classes in config["heads"]:
         model.add_task(name, int(n_classes))
     model.load_state_dict(weights, strict=True)
@@ -176,7 +173,7 @@ class UserEncoder:
     def save_pretrained(self, path: str | Path) -> Path:
         """Write config.json, model.safetensors, vocab.json (+ query_table/ and query_map.safetensors
         when this encoder maps unseen queries). Returns ``path``."""
-        from safetensors.torch import save
+        from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -187,7 +184,7 @@ class UserEncoder:
         else:
             (path / MAP_FILE).unlink(missing_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        atomic_write_bytes(path / WEIGHTS_FILE, save(state))
+        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
         self.vocab.save(path / VOCAB_FILE)
         write_json(path / CONFIG_FILE, self.config)
         return path
@@ -323,7 +320,7 @@ def copy_table(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name in _TABLE_FILES:
         if (src / name).is_file():
-            atomic_write_bytes(dst / name, (src / name).read_bytes())
+            atomic_write(dst / name, lambda tmp, f=src / name: shutil.copyfile(f, tmp))
         else:
             (dst / name).unlink(missing_ok=True)
 
@@ -377,7 +374,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, task: str | None =
         "embedding_dim": int(module.embedding_dim),
         "hidden_dim": int(module.config.channels),
         "masking": module.masking,
-        "smax": _smax(meta),
+        "smax": float(module.smax),
         "model_config": _model_config(module),
         "heads": [[name, int(module.heads.n_classes(name))] for name in module.task_names],
         "default_task": task,

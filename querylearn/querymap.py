@@ -67,13 +67,13 @@ def fit_linear_map(source: np.ndarray, target: np.ndarray, *, ridge: float = DEF
 
 def save_map(path: str | Path, m: LinearMap) -> None:
     """safetensors file: ``weight`` [E_src, E], ``bias`` [E] (+ the fit numbers as string metadata)."""
-    from safetensors.numpy import save
+    from safetensors.numpy import save_file
 
-    from querylearn.artifacts import atomic_write_bytes
+    from querylearn.artifacts import atomic_write
 
-    data = save({"weight": np.ascontiguousarray(m.weight), "bias": np.ascontiguousarray(m.bias)},
-                metadata={"r2": repr(m.r2), "n_fit": str(m.n_fit), "ridge": repr(m.ridge)})
-    atomic_write_bytes(path, data)
+    tensors = {"weight": np.ascontiguousarray(m.weight), "bias": np.ascontiguousarray(m.bias)}
+    meta = {"r2": repr(m.r2), "n_fit": str(m.n_fit), "ridge": repr(m.ridge)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_map(path: str | Path) -> LinearMap:

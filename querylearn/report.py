@@ -1,7 +1,8 @@
 """``querylearn report``: tables and figures from train-sequence runs and coldstart-eval reports.
 
-Reads only artifacts: ``RUN_DIR/metrics.json`` (+ ``logs/*.jsonl`` and the last checkpoint for the
-task-relation heatmap) and ``REPORT_DIR/report.json``. Writes PNG figures and one ``report.md``.
+Reads only artifacts: ``RUN_DIR/metrics.json`` (+ ``logs/*.jsonl``, and ``masks.npz`` for the
+task-relation heatmap of runs with task masks) and ``REPORT_DIR/report.json``. Writes PNG figures
+and one ``report.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from querylearn.artifacts import atomic_write_bytes, read_json
+from querylearn.continual.results import METRICS_KIND, TrainMetrics, read_masks
 from querylearn.errors import QuerylearnError
 
 
@@ -21,7 +23,7 @@ from querylearn.errors import QuerylearnError
 class RunInfo:
     name: str
     path: Path
-    metrics: dict
+    metrics: TrainMetrics
 
 
 @dataclass
@@ -44,8 +46,8 @@ def discover(root: str | Path) -> ReportInputs:
     for depth in range(4):
         for m in sorted(root.glob("/".join(["*"] * depth + ["metrics.json"]))):
             data = read_json(m)
-            if "R" in data and "tasks" in data:
-                found.runs.append(RunInfo(_label(m.parent, root), m.parent, data))
+            if isinstance(data, dict) and data.get("kind") == METRICS_KIND:
+                found.runs.append(RunInfo(_label(m.parent, root), m.parent, TrainMetrics.from_dict(data, m)))
         for r in sorted(root.glob("/".join(["*"] * depth + ["report.json"]))):
             data = read_json(r)
             if data.get("kind") == "coldstart_report":
@@ -63,34 +65,27 @@ def _fmt(v) -> str:
 
 # ---------------------------------------------------------------- tables (markdown + rich)
 
-def r_matrix_rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the R matrix with BWT per column and FWT per task."""
-    tasks = metrics["tasks"]
-    header = ["after \\ on", *tasks]
-    rows = [[f"after {tasks[i]}", *(_fmt(v) for v in row)] for i, row in enumerate(metrics["R"])]
-    bwt = metrics.get("bwt", {})
-    fwt = metrics.get("fwt", {})
-    rows.append(["BWT", *(_fmt(v) for v in bwt.get("per_task", [None] * len(tasks)))])
-    rows.append(["FWT", *(_fmt(v) for v in fwt.get("per_task", [None] * len(tasks)))])
-    return header, rows
+def r_matrix_rows(metrics: TrainMetrics) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the R matrix with BWT and FWT per task (:meth:`RMatrix.table`)."""
+    return metrics.r_matrix.table()
 
 
 def seed_study_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
     """Tasks x methods: R(T_last, T_i) of each run, plus mean, BWT and FWT means."""
     tasks: list[str] = []
     for r in runs:
-        for t in r.metrics["tasks"]:
+        for t in r.metrics.tasks:
             if t not in tasks:
                 tasks.append(t)
     header = ["method", *tasks, "mean", "BWT", "FWT"]
     rows = []
     for r in runs:
-        last = r.metrics["R"][-1]
-        by_task = dict(zip(r.metrics["tasks"], last, strict=True))
+        last = r.metrics.R[-1]
+        by_task = dict(zip(r.metrics.tasks, last, strict=True))
         vals = [v for v in last if v is not None]
         rows.append([
             r.name, *(_fmt(by_task.get(t)) for t in tasks), _fmt(float(np.mean(vals)) if vals else None),
-            _fmt(r.metrics.get("bwt", {}).get("mean")), _fmt(r.metrics.get("fwt", {}).get("mean")),
+            _fmt(r.metrics.bwt.get("mean")), _fmt(r.metrics.fwt.get("mean")),
         ])
     return header, rows
 
@@ -137,28 +132,10 @@ def mask_similarity(masks: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def run_task_masks(run_dir: Path) -> tuple[list[str], np.ndarray] | None:
-    """Masks of every task at s = smax from the run's last checkpoint, or None (no masks / no checkpoint)."""
-    import torch
-
-    from querylearn.continual.checkpoint import load_checkpoint
-
-    ckpts = sorted((run_dir / "checkpoints").glob("*.json"))
-    if not ckpts:
-        return None
-    model, meta, _ = load_checkpoint(ckpts[-1])
-    smax = float(meta["config"]["smax"])  # the run's resolved TrainConfig, stored in every checkpoint
-    with torch.no_grad():
-        masks = model.all_masks(smax)
-    if masks is None:
-        return None
-    return list(model.task_names), masks.detach().cpu().numpy()
-
-
-def learning_curves(run_dir: Path, metrics: dict) -> dict[str, list[tuple[int, float]]]:
+def learning_curves(run_dir: Path, metrics: TrainMetrics) -> dict[str, list[tuple[int, float]]]:
     """Per task: (epoch, validation value of the task's metric) from ``logs/NN-TASK.jsonl``."""
     curves: dict[str, list[tuple[int, float]]] = {}
-    for task, metric in zip(metrics["tasks"], metrics["metric"], strict=True):
+    for task, metric in zip(metrics.tasks, metrics.metric, strict=True):
         logs = sorted((run_dir / "logs").glob(f"[0-9][0-9]-{task}.jsonl"))
         points = []
         for log in logs:
@@ -186,10 +163,10 @@ def _plt():
     return plt
 
 
-def plot_r_matrix(metrics: dict, title: str, path: Path) -> Path:
+def plot_r_matrix(metrics: TrainMetrics, title: str, path: Path) -> Path:
     plt = _plt()
-    tasks = metrics["tasks"]
-    R = np.array([[np.nan if v is None else v for v in row] for row in metrics["R"]], dtype=float)
+    tasks = metrics.tasks
+    R = np.array([[np.nan if v is None else v for v in row] for row in metrics.R], dtype=float)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(tasks), 0.8 + 0.6 * len(tasks)))
     im = ax.imshow(R, vmin=0, vmax=max(1e-9, np.nanmax(R)), cmap="viridis")
     for i in range(len(tasks)):
@@ -226,10 +203,11 @@ def plot_similarity(names: list[str], sim: np.ndarray, title: str, path: Path) -
     return path
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]], metrics: dict, title: str, path: Path) -> Path:
+def plot_curves(curves: dict[str, list[tuple[int, float]]], metrics: TrainMetrics, title: str,
+                path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for task, metric in zip(metrics["tasks"], metrics["metric"], strict=True):
+    for task, metric in zip(metrics.tasks, metrics.metric, strict=True):
         pts = curves.get(task, [])
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{task} ({metric})")
@@ -296,35 +274,33 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
                markdown_table(header, rows), ""]
         if console is not None:
             console.print(rich_table("R(T_last, T_i) per method", header, rows))
-    relation_done = False
+    relation: list[str] = []
     for run in inputs.runs:
+        m = run.metrics
         slug = _slug(run.name)
-        header, rows = r_matrix_rows(run.metrics)
-        r_png = plot_r_matrix(run.metrics, f"R matrix: {run.name} ({run.metrics.get('strategy', '?')})",
-                              figs / f"R_{slug}.png")
-        curves = learning_curves(run.path, run.metrics)
-        c_png = plot_curves(curves, run.metrics, f"validation curves: {run.name}", figs / f"curves_{slug}.png")
-        spe = run.metrics.get("seconds_per_epoch", [])
-        md += [f"## Run `{run.name}` (strategy `{run.metrics.get('strategy')}`)", "",
+        header, rows = r_matrix_rows(m)
+        r_png = plot_r_matrix(m, f"R matrix: {run.name} ({m.strategy})", figs / f"R_{slug}.png")
+        curves = learning_curves(run.path, m)
+        c_png = plot_curves(curves, m, f"validation curves: {run.name}", figs / f"curves_{slug}.png")
+        per_epoch = ", ".join(f"{t} {s:.2f}" for t, s in zip(m.tasks, m.seconds_per_epoch, strict=False))
+        md += [f"## Run `{run.name}` (strategy `{m.strategy}`)", "",
                markdown_table(header, rows), "",
-               f"BWT mean {_fmt(run.metrics.get('bwt', {}).get('mean'))}, "
-               f"FWT mean {_fmt(run.metrics.get('fwt', {}).get('mean')) or 'n/a (run with --with-single)'}; "
-               f"seconds per epoch: {', '.join(f'{t} {s:.2f}' for t, s in zip(run.metrics['tasks'], spe, strict=False))}.",
+               f"{m.r_matrix.summary()}; seconds per epoch: {per_epoch}.",
                "", f"![R matrix]({r_png.relative_to(out)})", "", f"![learning curves]({c_png.relative_to(out)})", ""]
         if console is not None:
-            console.print(rich_table(f"R matrix: {run.name} (BWT {_fmt(run.metrics.get('bwt', {}).get('mean'))})",
-                                     header, rows))
-        if not relation_done and run.metrics.get("strategy") == "teracon":
-            got = run_task_masks(run.path)
-            if got is not None:
-                names, masks = got
-                sim = mask_similarity(masks)
-                s_png = plot_similarity(names, sim, f"task relation (cosine of masks at smax): {run.name}",
-                                        figs / "task_relation.png")
-                md += ["## Task relations", "",
-                       f"Cosine similarity of the tasks' concatenated masks at s = smax after the last task ({run.name}).",
-                       "", f"![task relation]({s_png.relative_to(out)})", ""]
-                relation_done = True
+            console.print(rich_table(f"R matrix: {run.name} ({m.r_matrix.summary()})", header, rows))
+        got = read_masks(run.path)  # written by train-sequence for strategies with task masks
+        if got is not None:
+            names, masks = got
+            # the first run's figure keeps the name task_relation.png (the demo's contract)
+            png_name = "task_relation.png" if not relation else f"task_relation_{slug}.png"
+            s_png = plot_similarity(names, mask_similarity(masks),
+                                    f"task relation (cosine of masks at smax): {run.name}", figs / png_name)
+            relation += [f"Cosine similarity of the tasks' concatenated masks at s = smax after the last "
+                         f"task (`{run.name}`, strategy `{m.strategy}`).", "",
+                         f"![task relation]({s_png.relative_to(out)})", ""]
+    if relation:
+        md += ["## Task relations", "", *relation]
     for name, _path, report in inputs.coldstart:
         header, rows = coldstart_rows(report)
         png = plot_warm_cold(report, figs / f"coldstart_{_slug(name)}.png")

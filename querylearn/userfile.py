@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from querylearn.artifacts import atomic_write_bytes
+from querylearn.artifacts import atomic_write
 from querylearn.errors import DataError
 
 KIND = "user-representations"
@@ -56,12 +56,9 @@ def user_vectors_table(user_ids: list[str], vectors: np.ndarray, info: dict, *, 
 
 def write_parquet(path: str | Path, table) -> None:
     """Write a pyarrow Table to ``path`` atomically (mode from the umask)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write(path, lambda tmp: pq.write_table(table, str(tmp)))
 
 
 def write_user_vectors(

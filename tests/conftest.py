@@ -31,8 +31,8 @@ def kmrd_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory) -> Path:
-    """The tiny known-answer dataset of querylearn.data.toy (200 users, 3 tasks)."""
-    from querylearn.data.toy import make_toy_dataset
+    """The tiny known-answer dataset of tests/toy.py (200 users, 3 tasks)."""
+    from toy import make_toy_dataset  # tests/toy.py
 
     out = tmp_path_factory.mktemp("toy")
     make_toy_dataset(out)

@@ -10,8 +10,10 @@ import torch
 from querylearn.config import load_config
 from querylearn.continual import retention
 from querylearn.continual.config import TrainConfig
-from querylearn.continual.loop import evaluate, task_data, train_sequence
+from querylearn.continual.data import task_data
+from querylearn.continual.evaluation import evaluate
 from querylearn.continual.protocol import ContinualStrategy
+from querylearn.continual.run import train_sequence
 from querylearn.continual.strategies import STRATEGIES, build_strategy
 from querylearn.data.dataset import TaskArrays, load_dataset, write_dataset
 from querylearn.data.splits import permuted_split
@@ -382,7 +384,7 @@ def test_conure_past_outputs_bit_identical(conflict, tmp_path):
             b = after_t3(ids, task, s=50.0).logits
             assert torch.equal(a, b), task
         # the masks are disjoint and shrink as in [C]: 30%, then 21% of each tensor
-        m1, m2, m3 = (getattr(after_t3.weight_masks, n) for n in ("T1", "T2", "T3"))
+        m1, m2, m3 = (after_t3.weight_masks.mask(n) for n in ("T1", "T2", "T3"))
         assert not (m1 & m2).any() and not (m1 & m3).any() and not (m2 & m3).any()
         n = m1[0].numel()
         assert int(m1[0].sum()) == int(0.3 * n) and int(m2[0].sum()) == int(0.7 * 0.3 * n)
@@ -417,7 +419,7 @@ def test_hat_protected_units_unchanged(conflict, tmp_path):
 
 @torch.no_grad()
 def test_next_query_loss_options():
-    from querylearn.continual.loop import next_query_loss
+    from querylearn.continual.losses import next_query_loss
 
     torch.manual_seed(0)
     model = UserEncoder(12, ModelConfig(channels=8, dilations=(1,)), masking="none")
@@ -446,12 +448,13 @@ def test_next_query_loss_options():
 
 def test_embedding_table_init_with_projection(toy, tmp_path):
     from querylearn.continual.checkpoint import load_checkpoint
+    from querylearn.embeddings import embed_init, resolve_config
 
     ds = load_dataset(toy)
     table = tmp_path / "emb"
-    table.mkdir()
-    vectors = np.random.default_rng(0).normal(size=(len(ds.vocab), 8)).astype(np.float32)
-    np.save(table / "vectors.npy", vectors)
+    embed_init(toy, table, resolve_config(source="random", dim=8, seed=0))
+    vectors = np.load(table / "vectors.npy")
+    assert vectors.shape == (len(ds.vocab), 8)
     cfg = load_config(TrainConfig, None, {**TINY, "tasks": ["T1"], "t1.max_epochs": 1})
     train_sequence(toy, tmp_path / "run", config=cfg, embeddings=table)
     model, meta, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "01-T1.json")
@@ -461,11 +464,18 @@ def test_embedding_table_init_with_projection(toy, tmp_path):
     assert torch.allclose(model.item_embedding.weight, torch.as_tensor(vectors), atol=0.05)  # from the table
     run_meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_meta["embeddings"] == "../emb"  # relative to the run directory
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    np.save(bad / "vectors.npy", vectors[:-1])
-    with pytest.raises(QuerylearnError, match=r"expected \[\d+, D\]"):
-        train_sequence(toy, tmp_path / "run2", config=cfg, embeddings=bad)
+    # a bare directory of vectors is not an embedding table
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    np.save(bare / "vectors.npy", vectors)
+    with pytest.raises(QuerylearnError, match="not an embedding table"):
+        train_sequence(toy, tmp_path / "run2", config=cfg, embeddings=bare)
+    # a table of another vocabulary is refused, naming the first difference
+    other = json.loads((table / "vocab.json").read_text())
+    other["queries"][2], other["queries"][3] = other["queries"][3], other["queries"][2]
+    (table / "vocab.json").write_text(json.dumps(other, ensure_ascii=False))
+    with pytest.raises(QuerylearnError, match="query id 2"):
+        train_sequence(toy, tmp_path / "run3", config=cfg, embeddings=table)
 
 
 def test_teracon_rho_stays_in_bounds_during_training(toy, tmp_path):
@@ -572,3 +582,125 @@ def test_hat_maths_known_values():
     assert float(compensation_factor(torch.tensor([6.0]), s=50.0, smax=50.0, clamp=50.0)[0]) == pytest.approx(
         (math.cosh(50.0) + 1) / (math.cosh(6.0) + 1), rel=1e-4
     )
+
+
+# ---- declared capabilities and typed artifacts ----------------------------------------------------
+def _task_stub(name):
+    from querylearn.continual.protocol import TaskData
+
+    return TaskData(name=name, kind="classify", metric="accuracy", n_classes=2, users={}, labels={})
+
+
+def test_strategy_capabilities():
+    cfg = TrainConfig()
+    seen = [_task_stub(name) for name in ("T1", "T2", "T3")]
+    masked = {"teracon", "teracon-noretention", "teracon-rho1", "teracon-plain", "hat"}
+    for name in STRATEGIES.names():
+        s = build_strategy(name, cfg)
+        assert s.has_task_masks == (name in masked), name
+        assert s.train_tasks(seen) == (seen if name == "multitask" else [seen[-1]]), name
+        assert s.phases(seen[-1]) == (2 if name == "conure" else 1), name
+        assert s.model_position(0, 2) == (0 if name == "single" else 2), name
+        assert s.reference_diagonal == (name == "single"), name
+
+
+def test_r_matrix_renderings_known_answer():
+    from querylearn.continual.results import RMatrix
+
+    r = RMatrix(["A", "B"], ["mrr@5", "accuracy"], [[0.5, None], [0.25, 0.75]], single=[0.5, 0.5])
+    assert r.csv() == "after,A,B\nA,0.500000,\nB,0.250000,0.750000\n"
+    assert r.bwt() == {"per_task": [-0.25, None], "mean": -0.25}
+    assert r.fwt() == {"per_task": [None, 0.25], "mean": 0.25}
+    header, rows = r.table([1.0, 2.5])
+    assert header == ["after \\ on", "A (mrr@5)", "B (accuracy)"]
+    assert rows == [
+        ["after A", "0.5000", ""],
+        ["after B", "0.2500", "0.7500"],
+        ["BWT", "-0.2500", ""],
+        ["FWT", "", "+0.2500"],
+        ["s/epoch", "1.00", "2.50"],
+    ]
+    assert r.summary() == "BWT mean -0.2500; FWT mean +0.2500"
+    # a run cut after the first task: R.csv holds the learnt tasks only; no SinMo -> FWT n/a
+    cut = RMatrix(["A", "B"], ["mrr@5", "accuracy"], [[0.5, None]])
+    assert cut.csv() == "after,A\nA,0.500000\n"
+    assert cut.fwt() == {"per_task": [None], "mean": None} and "n/a" in cut.summary()
+
+
+def test_train_metrics_round_trip_and_kind(toy, tmp_path):
+    from querylearn.continual.results import TrainMetrics
+    from querylearn.errors import ArtifactError
+
+    over = {**TINY, "tasks": ["T1", "T2"], "t1.max_epochs": 1, "t2.max_epochs": 1}
+    cfg = load_config(TrainConfig, None, over)
+    m = train_sequence(toy, tmp_path / "r", config=cfg)
+    typed = TrainMetrics.read(tmp_path / "r")
+    assert typed.to_dict() == m == json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert list(m)[:3] == ["kind", "schema_version", "querylearn_version"] and m["kind"] == "train-metrics"
+    with pytest.raises(ArtifactError, match="expected kind 'train-metrics'"):
+        TrainMetrics.from_dict({**m, "kind": "coldstart_report"})
+
+
+def test_masks_artifact_for_every_masked_strategy(toy, tmp_path):
+    """train-sequence writes masks.npz (masks at smax) where the strategy has task masks, and the
+    report draws a task-relation figure from it for any such strategy (here HAT)."""
+    from querylearn.continual.checkpoint import load_checkpoint
+    from querylearn.report import build_report
+
+    over = {**TINY, "tasks": ["T1", "T2"], "t1.max_epochs": 1, "t2.max_epochs": 1, "t2.batch_size": 64}
+    for name in ("hat", "finetune"):
+        cfg = load_config(TrainConfig, None, {**over, "strategy": name})
+        train_sequence(toy, tmp_path / "runs" / name, config=cfg)
+    assert not (tmp_path / "runs" / "finetune" / "masks.npz").exists()
+    with np.load(tmp_path / "runs" / "hat" / "masks.npz") as z:
+        assert list(z["tasks"]) == ["T1", "T2"] and z["smax"].tolist() == [50.0]
+        model, _, _ = load_checkpoint(tmp_path / "runs" / "hat" / "checkpoints" / "02-T2.json")
+        with torch.no_grad():
+            assert np.array_equal(z["masks"], model.all_masks(model.smax).numpy())
+    md = build_report(tmp_path / "runs").read_text(encoding="utf-8")
+    assert "## Task relations" in md and "strategy `hat`" in md
+    assert (tmp_path / "runs" / "figures" / "task_relation.png").is_file()
+
+
+def test_report_reads_artifacts_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, querylearn.report; "
+        "print('querylearn.continual.checkpoint' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_old_checkpoint_without_smax_takes_it_from_the_train_config(toy, tmp_path):
+    from querylearn.continual.checkpoint import load_checkpoint
+
+    cfg = load_config(TrainConfig, None, {**TINY, "tasks": ["T1"], "t1.max_epochs": 1, "smax": 20.0})
+    train_sequence(toy, tmp_path / "r", config=cfg)
+    path = tmp_path / "r" / "checkpoints" / "01-T1.json"
+    assert load_checkpoint(path)[0].smax == 20.0
+    meta = json.loads(path.read_text())
+    del meta["smax"]  # as written before the model carried it
+    path.write_text(json.dumps(meta))
+    assert load_checkpoint(path)[0].smax == 20.0
+
+
+def test_resume_single_restores_each_tasks_own_model(toy, tmp_path):
+    """After a resume, SinMo's earlier rows still come from the earlier tasks' own models."""
+    over = {**TINY, "strategy": "single", "t1.max_epochs": 1, "t2.max_epochs": 1, "later.max_epochs": 1,
+            "t2.batch_size": 64, "later.batch_size": 64}
+    cfg = load_config(TrainConfig, None, over)
+    full = train_sequence(toy, tmp_path / "full", config=cfg)
+
+    def stop_after_t2(position, name, metrics):
+        if position == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_sequence(toy, tmp_path / "cut", config=cfg, on_task_end=stop_after_t2)
+    resumed = train_sequence(resume=tmp_path / "cut")
+    assert resumed["R"] == full["R"] and resumed["R"][2][:2] == resumed["R"][1][:2]
+    meta = json.loads((tmp_path / "cut" / "checkpoints" / "03-T3.json").read_text())
+    assert meta["task_checkpoints"] == {"T1": "01-T1.json", "T2": "02-T2.json", "T3": "03-T3.json"}

@@ -6,14 +6,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from toy import make_toy_dataset  # tests/toy.py
 
 from querylearn.cli.main import main
 from querylearn.config import load_config
 from querylearn.continual.checkpoint import load_checkpoint
 from querylearn.continual.config import TrainConfig
-from querylearn.continual.loop import train_sequence
+from querylearn.continual.run import train_sequence
 from querylearn.data.dataset import load_dataset
-from querylearn.data.toy import make_toy_dataset
 from querylearn.errors import QuerylearnError
 from querylearn.export import export_user_representations
 
@@ -107,3 +107,21 @@ def test_export_single_uses_the_tasks_own_model(run, tmp_path):
     with torch.no_grad():
         direct = model.encode(torch.as_tensor(ds.sequences.astype(np.int64)), None)
     assert np.allclose(direct.numpy(), vecs, atol=1e-6)
+
+
+def test_export_of_a_run_without_task_checkpoints(run, tmp_path):
+    """Checkpoints written before ``task_checkpoints``: the last checkpoint holding the task answers."""
+    cfg = load_config(
+        TrainConfig,
+        None,
+        {"strategy": "single", "tasks": ["T1", "T3"], "model.channels": 8, "model.dilations": [1],
+         "t1.max_epochs": 1, "t2.max_epochs": 1},
+    )
+    train_sequence(run / "ds", tmp_path / "old", config=cfg)
+    new_ids, new_vecs = export_user_representations(tmp_path / "old", task="T1")
+    for path in (tmp_path / "old" / "checkpoints").glob("*.json"):
+        meta = json.loads(path.read_text())
+        del meta["task_checkpoints"]
+        path.write_text(json.dumps(meta))
+    ids, vecs = export_user_representations(tmp_path / "old", task="T1")
+    assert ids == new_ids and np.array_equal(vecs, new_vecs)

@@ -208,3 +208,48 @@ def test_last_position_readout_equals_full_forward(per_row):
     g_full = torch.autograd.grad(net(x)[:, -1].sum(), x)[0]
     g_last = torch.autograd.grad(net(x, last_only=True).sum(), x)[0]
     assert torch.allclose(g_full, g_last, atol=1e-5)
+
+
+def test_encoder_exposes_its_parts():
+    model = UserEncoder(20, CFG, masking="conure")
+    shared = model.shared_modules()
+    assert shared[0] is model.item_embedding and len(shared) == 1 + 2 * CFG.n_blocks  # no projection
+    assert all(isinstance(m, torch.nn.LayerNorm) for m in shared[1:])
+    projected = UserEncoder(20, CFG, embedding_dim=8)
+    assert projected.shared_modules()[1] is projected.input_proj
+    convs = model.conv_layers()
+    assert len(convs) == CFG.n_masked_layers
+    assert convs[0] is model.backbone.blocks[0].conv1.conv and convs[3] is model.backbone.blocks[1].conv2.conv
+    assert [w.data_ptr() for w in model.conv_weights()] == [c.weight.data_ptr() for c in convs]
+    assert model.smax == 50.0 and UserEncoder(20, CFG, smax=7.0).smax == 7.0
+    with pytest.raises(ValueError, match="smax"):
+        UserEncoder(20, CFG, smax=0.0)
+
+
+def test_conure_weight_masks_module():
+    """Inference uses W ⊙ (M_1 ∪ ... ∪ M_t); while a task trains, stopgrad(W ⊙ F) + W ⊙ trainable."""
+    torch.manual_seed(0)
+    model = UserEncoder(20, CFG, masking="conure")
+    model.add_task("T1", 20)
+    model.add_task("T2", 3)
+    assert sorted(k for k in model.state_dict() if k.startswith("weight_masks.")) == [
+        "weight_masks.T1",
+        "weight_masks.T2",
+    ]
+    m1, m2 = model.weight_masks.mask("T1"), model.weight_masks.mask("T2")
+    m1[:, 0] = True
+    m2[:, 1] = True
+    w = model.conv_weights()
+    for i, eff in enumerate(model.conure_weights("T1")):
+        assert torch.equal(eff, w[i] * m1[i])
+    for i, eff in enumerate(model.conure_weights("T2")):
+        assert torch.equal(eff, w[i] * (m1[i] | m2[i]))
+    frozen = model.weight_masks.union(["T1"], w)
+    model.weight_masks.begin_training("T2", frozen, [~f for f in frozen])
+    eff = model.conure_weights("T2")
+    assert torch.equal(eff[0], w[0])  # every entry used while the task trains
+    eff[0].sum().backward()
+    assert torch.equal(w[0].grad, (~m1[0]).float())  # no gradient through the frozen entries
+    assert torch.equal(model.conure_weights("T1")[0], w[0] * m1[0])  # past tasks: inference weights
+    model.weight_masks.end_training()
+    assert torch.equal(model.conure_weights("T2")[0], w[0] * (m1[0] | m2[0]))

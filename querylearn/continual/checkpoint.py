@@ -2,22 +2,21 @@
 
 ``NN-NAME.safetensors`` holds the model state dict (keys as in ``UserEncoder.state_dict()``) and the
 strategy's tensors under ``strategy.``; ``NN-NAME.json`` (kind "checkpoint") holds the model
-config, the heads in task order, the masking mode, the task sequence seen so far, the resolved
-train config and the run history (R rows, timings). Both files are written atomically (temp file
-+ ``os.replace``); the JSON is written last, so its presence marks a complete checkpoint. The
-optimizer is created fresh for every task (ALGORITHMS.md 4.8), so no optimizer state is stored.
+config, the heads in task order, the masking mode, the evaluation scale ``smax``, the task sequence
+seen so far, the resolved train config and the run history (R rows, timings). Both files are
+written atomically (``querylearn.artifacts.atomic_write``); the JSON is written last, so its
+presence marks a complete checkpoint. The optimizer is created fresh for every task (ALGORITHMS.md
+4.8), so no optimizer state is stored.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from querylearn.artifacts import check_manifest, process_umask, read_json, write_json
+from querylearn.artifacts import atomic_write, check_manifest, read_json, write_json
 from querylearn.errors import ArtifactError
 from querylearn.models.nextitnet import ModelConfig
 from querylearn.models.user_encoder import UserEncoder
@@ -35,15 +34,7 @@ def save_checkpoint(
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for k, v in (strategy_state or {}).items():
         tensors[f"strategy.{k}"] = v.detach().cpu().contiguous()
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=".tmp", dir=stem.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.chmod(tmp, 0o666 & ~process_umask())  # follow the umask (mkstemp creates 0600)
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(stem.with_suffix(".safetensors"), lambda tmp: save_file(tensors, str(tmp)))
     full = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
@@ -51,6 +42,7 @@ def save_checkpoint(
         "vocab_size": int(model.item_embedding.num_embeddings),
         "embedding_dim": int(model.embedding_dim),
         "masking": model.masking,
+        "smax": model.smax,
         "heads": [[name, model.heads.n_classes(name)] for name in model.task_names],
         "model_config": {
             **{k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
@@ -70,6 +62,12 @@ def read_checkpoint_meta(path: str | Path) -> dict:
     return meta
 
 
+def checkpoint_smax(meta: dict) -> float:
+    """The model's evaluation scale; checkpoints written before it travelled with the model hold it
+    only in the stored train config."""
+    return float(meta["smax"] if "smax" in meta else meta["config"]["smax"])
+
+
 def load_checkpoint(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[UserEncoder, dict, dict[str, torch.Tensor]]:
@@ -82,7 +80,8 @@ def load_checkpoint(
     tensor_path = path.parent / meta["tensors"]
     if not tensor_path.is_file():
         raise ArtifactError(
-            f"{tensor_path}: checkpoint tensors missing (the run was interrupted while saving; rerun with --resume)"
+            f"{tensor_path}: checkpoint tensors missing "
+            "(the run was interrupted while saving; rerun with --resume)"
         )
     cfg = dict(meta["model_config"])
     cfg["dilations"] = tuple(cfg["dilations"])
@@ -91,6 +90,7 @@ def load_checkpoint(
         ModelConfig(**cfg),
         masking=meta["masking"],
         embedding_dim=int(meta["embedding_dim"]),
+        smax=float(checkpoint_smax(meta)),
     )
     for name, n_classes in meta["heads"]:
         model.add_task(name, int(n_classes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from querylearn.models.masking import DEFAULT_SMAX
 from querylearn.models.nextitnet import ModelConfig
 
 SELECTION_METRICS = ("task", "accuracy", "mrr@5", "hr@5", "ndcg@5", "mrr@20", "hr@20", "ndcg@20")
@@ -122,7 +123,8 @@ class TrainConfig:
     (4.13: T1 batch 32 / lr 1e-3 / 10 epochs; T2 batch 1024 / lr 1e-3; T3+ lr 1e-4).
     selection_metric: validation metric for early stopping; "accuracy" = hit@1 (parity, B24),
     "task" = each task's own headline metric. smax: mask scale at evaluation and the end of the
-    annealing (4.5). task_emb_clamp: clamp of task embeddings after each step (4.7).
+    annealing (4.5); given to every model the run creates, which stores it (``UserEncoder.smax``).
+    task_emb_clamp: clamp of task embeddings after each step (4.7).
     precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
     times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
     """
@@ -134,7 +136,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     selection_metric: str = "accuracy"
     drop_last: bool = False
-    smax: float = 50.0
+    smax: float = DEFAULT_SMAX
     task_emb_clamp: float = 6.0
     with_single: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"

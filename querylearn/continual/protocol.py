@@ -1,15 +1,22 @@
 """The ContinualStrategy hooks, the TrainContext they receive and the per-task data they train on.
 
-One fixed loop (loop.py) calls, per task::
+The run (run.py) asks the strategy, per task at ``position`` with ``seen`` = the tasks so far::
 
-    model = strategy.setup_model(prev_model, task, new_model)   # grow or create
-    strategy.before_task(ctx, task)
-    for each batch:  loss = task loss + Σ strategy.extra_losses(ctx, batch, out)
-                     backward; strategy.after_backward(ctx); optimizer.step(); strategy.after_step(ctx)
-    strategy.after_task(ctx, task)
+    model = strategy.setup_model(prev_model, seen, new_model)   # grow or create
+    for phase in range(strategy.phases(task)):                 # one fit each (fit.py)
+        train on strategy.train_tasks(seen):
+            strategy.before_task(ctx, task)
+            for each batch:  loss = task loss + Σ strategy.extra_losses(ctx, batch, out)
+                             backward; strategy.after_backward(ctx)
+                             optimizer.step(); strategy.after_step(ctx)
+            strategy.after_task(ctx, task)
+    R[position][j] = evaluate(models[strategy.model_position(j, position)], task j)
 
-Hooks return values (losses, models) instead of mutating shared state; strategy tensors that must
-survive a checkpoint go through ``state_dict()`` / ``load_state_dict()``.
+The run knows no strategy by name: what is trained, how many phases, which model answers for a
+task (and is exported for it) and whether the strategy's own diagonal is the SinMo reference all
+come from these hooks and declared capabilities. Hooks return values (losses, models) instead of
+mutating shared state; strategy tensors that must survive a checkpoint go through ``state_dict()``
+/ ``load_state_dict()``.
 """
 
 from __future__ import annotations
@@ -77,21 +84,19 @@ class TrainContext:
 class ContinualStrategy:
     """Base strategy: no hooks (= sequential fine-tuning). Subclasses override what they need.
 
-    Class attributes: ``name``; ``masking`` ("relation" | "plain" | "none"); ``separate_models``
-    (one model per task, evaluated with its own model: SinMo); ``joint`` (train every task seen so
-    far together: multitask); ``n_phases`` (training passes per task, each a full ``fit`` with its
-    own optimizer and early stopping: CONURE trains, prunes, then retrains).
+    Class attributes: ``name``; ``masking`` ("relation" | "plain" | "none" | "conure", the model
+    the strategy trains); ``reference_diagonal`` (True when the strategy trains each task alone from
+    scratch, so R[i][i] is itself the single-model reference of FWT: SinMo).
     """
 
     name = "base"
     masking = "none"
-    separate_models = False
-    joint = False
-    n_phases = 1
+    reference_diagonal = False
 
     def __init__(self, config: TrainConfig):
         self.config = config
 
+    # ---- what the run trains -------------------------------------------------------------------
     def setup_model(
         self, prev: UserEncoder | None, tasks: list[TaskData], new_model: Callable[[], UserEncoder]
     ) -> UserEncoder:
@@ -100,6 +105,25 @@ class ContinualStrategy:
         model.add_task(tasks[-1].name, tasks[-1].n_classes)
         return model
 
+    def train_tasks(self, seen: list[TaskData]) -> list[TaskData]:
+        """The tasks trained (jointly) when ``seen[-1]`` arrives (default: the new task only)."""
+        return [seen[-1]]
+
+    def phases(self, task: TaskData) -> int:
+        """Training passes for ``task``, each a full fit with its own optimiser and early stopping."""
+        return 1
+
+    def model_position(self, j: int, position: int) -> int:
+        """Sequence position of the model that answers for task ``j`` after task ``position`` was
+        learnt (evaluation and export); default: the latest model answers for every task."""
+        return position
+
+    @property
+    def has_task_masks(self) -> bool:
+        """Whether the strategy's models gate channels with task masks (the task-relation figure)."""
+        return self.masking in ("relation", "plain")
+
+    # ---- training hooks ------------------------------------------------------------------------
     def before_task(self, ctx: TrainContext, task: TaskData) -> None:
         """Called before the first epoch of ``task`` (once per phase, ``ctx.phase``), before the
         optimiser is built from the parameters that require gradients."""
@@ -128,6 +152,3 @@ class ContinualStrategy:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state:
             raise ValueError(f"strategy '{self.name}' has no state, got keys {sorted(state)[:3]}")
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "masking": self.masking}

@@ -1,4 +1,4 @@
-"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd.
+"""Dataset sources for ``querylearn prepare``: files, synthetic, movielens-100k, kmrd, teracon.
 
 Each ``prepare_*`` function builds the raw tables and calls :func:`querylearn.data.build.assemble`,
 so every source goes through the same validated path.
@@ -23,7 +23,7 @@ from querylearn.data.readers import iter_table
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
 
-SOURCES = ("synthetic", "movielens-100k", "kmrd", "files")
+SOURCES = ("synthetic", "movielens-100k", "kmrd", "files", "teracon")
 
 
 def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -215,8 +215,19 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
 
 def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
-            interactions: str | Path | None = None, items: str | Path | None = None) -> dict:
-    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest."""
+            interactions: str | Path | None = None, items: str | Path | None = None,
+            seq_len_from_files: bool = False) -> dict:
+    """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
+
+    ``seq_len_from_files`` [teracon]: keep the files' sequence length instead of ``opts.seq_len``.
+    """
+    if source == "teracon":  # the official TERACON/CONURE task files (querylearn/data/teracon_format.py)
+        from querylearn.data.teracon_format import prepare_teracon
+
+        if path is None:
+            raise DataError(source, "needs --path to the folder of t1..., t2..., ... files",
+                            fix="querylearn prepare teracon --path FOLDER --out DIR")
+        return prepare_teracon(out, path=path, opts=opts, seq_len_from_files=seq_len_from_files)
     if source == "synthetic":
         return prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
     if source in ("movielens-100k", "kmrd"):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 MASK_MODES = ("relation", "plain")
+DEFAULT_SMAX = 50.0  # the mask scale at evaluation and the end of the anneal (section 4.13)
 
 
 def anneal_s(batch_index: int | float, batches_per_epoch: float, smax: float) -> float:

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from querylearn.models.heads import TaskHeads
-from querylearn.models.masking import TaskMaskBank
+from querylearn.models.masking import DEFAULT_SMAX, TaskMaskBank
 from querylearn.models.nextitnet import ModelConfig, NextItNet
+from querylearn.models.weight_masks import ConvWeightMasks
 
 MASKINGS = ("relation", "plain", "none", "conure")
 
@@ -37,6 +38,9 @@ class UserEncoder(nn.Module):
     two or more, everywhere, fixing B3), "plain" (σ(s e) always; HAT and the plain-mask ablation),
     "none" (no gates; finetune, single, multitask), "conure" (no gates; per-task binary masks
     over the conv weights, section 6.6: task t runs with W ⊙ (M_1 ∪ ... ∪ M_t)).
+
+    smax: the mask scale of evaluation (and the end of the training anneal, section 4.5); it travels
+    with the model (checkpoints store it), so readers of a trained model never need the train config.
     """
 
     def __init__(
@@ -47,12 +51,16 @@ class UserEncoder(nn.Module):
         masking: str = "relation",
         embedding_dim: int | None = None,
         init_vectors: np.ndarray | None = None,
+        smax: float = DEFAULT_SMAX,
     ):
         super().__init__()
         if masking not in MASKINGS:
             raise ValueError(f"masking {masking!r} is not one of {MASKINGS}")
+        if smax <= 0:
+            raise ValueError(f"smax must be > 0, got {smax}")
         self.config = config
         self.masking = masking
+        self.smax = float(smax)
         if init_vectors is not None:
             if init_vectors.ndim != 2 or init_vectors.shape[0] != vocab_size:
                 raise ValueError(f"init_vectors must be [{vocab_size}, D], got {tuple(init_vectors.shape)}")
@@ -79,9 +87,7 @@ class UserEncoder(nn.Module):
         )
         self.heads = TaskHeads(config.channels)
         # CONURE: one bool mask per task over the 2K conv weights (buffers "weight_masks.<task>")
-        self.weight_masks = nn.Module()
-        # runtime hook set by a training strategy: task -> conv weights to use (not saved)
-        self.weight_override = None
+        self.weight_masks = ConvWeightMasks()
 
     # ---- growth -------------------------------------------------------------------------------
     @property
@@ -100,20 +106,13 @@ class UserEncoder(nn.Module):
         self.masks.add_task()
         self.masks.to(device)
         if self.masking == "conure":
-            shape = (
-                len(self.backbone.conv_weights()),
-                *self.backbone.conv_weights()[0].shape,
-            )  # [2K, C, C, k]
-            self.weight_masks.register_buffer(name, torch.zeros(shape, dtype=torch.bool, device=device))
+            self.weight_masks.add_task(name, self.conv_weights())
 
     def conure_weights(self, task: str) -> list[torch.Tensor]:
-        """Conv weights task ``task`` runs with: the strategy's override while it trains, else
-        W ⊙ (M_1 ∪ ... ∪ M_t) over the tasks up to ``task`` (section 6.6, inference)."""
-        if self.weight_override is not None:
-            return self.weight_override(task)
-        names = self.task_names[: self.task_index(task) + 1]
-        union = torch.stack([getattr(self.weight_masks, n) for n in names]).any(dim=0)  # [2K, C, C, k]
-        return [w * union[i] for i, w in enumerate(self.backbone.conv_weights())]
+        """Conv weights task ``task`` runs with (:class:`ConvWeightMasks`): W ⊙ (M_1 ∪ ... ∪ M_t) at
+        inference, stopgrad(W ⊙ F) + W ⊙ trainable while the task trains (section 6.6)."""
+        self.task_index(task)  # a clear error for a task the model does not hold
+        return self.weight_masks.effective(task, self.task_names, self.conv_weights())
 
     def task_index(self, name: str) -> int:
         try:
@@ -123,10 +122,33 @@ class UserEncoder(nn.Module):
                 f"task '{name}' is not held by this model (held: {', '.join(self.task_names)})"
             ) from None
 
+    # ---- parts that strategies act on -----------------------------------------------------------
+    def shared_modules(self) -> list[nn.Module]:
+        """Modules every task shares and no task owns: the item embedding, the input projection (if
+        any) and the LayerNorms of every block (frozen after T1 by HAT and CONURE)."""
+        shared: list[nn.Module] = [self.item_embedding]
+        if self.input_proj is not None:
+            shared.append(self.input_proj)
+        return shared + [m for b in self.backbone.blocks for m in (b.ln1, b.ln2)]
+
+    def conv_layers(self) -> list[nn.Conv1d]:
+        """The 2K conv layers in forward order (conv1, conv2 of block 0, ...); layer i is gated by
+        mask row i."""
+        return [c.conv for b in self.backbone.blocks for c in (b.conv1, b.conv2)]
+
+    def conv_weights(self) -> list[torch.Tensor]:
+        """The 2K conv weights [C, C, k] in forward order."""
+        return [conv.weight for conv in self.conv_layers()]
+
     # ---- masks --------------------------------------------------------------------------------
+    @property
+    def has_task_masks(self) -> bool:
+        """Whether tasks have channel masks (masking "relation" or "plain")."""
+        return self.masking in ("relation", "plain")
+
     def all_masks(self, s: float) -> torch.Tensor | None:
         """Masks of every held task [N, M, C], or None when masking is "none"."""
-        if self.masking in ("none", "conure"):
+        if not self.has_task_masks:
             return None
         return self.masks.masks(s, "plain" if self.masking == "plain" else "relation")
 
@@ -180,5 +202,5 @@ class UserEncoder(nn.Module):
 
     @torch.no_grad()
     def clamp_task_embeddings_(self, bound: float) -> None:
-        if self.masking in ("relation", "plain"):
+        if self.has_task_masks:
             self.masks.clamp_(bound)

@@ -36,7 +36,6 @@ def prune_mask(weight: torch.Tensor, frozen: torch.Tensor, keep: int) -> torch.T
 class Conure(ContinualStrategy):
     name = "conure"
     masking = "conure"
-    n_phases = 2
 
     def __init__(self, config):
         super().__init__(config)
@@ -44,51 +43,32 @@ class Conure(ContinualStrategy):
         self._frozen: list[torch.Tensor] | None = None
         self._saved: list[torch.Tensor] | None = None
 
-    def _past_union(self, model, task: str) -> list[torch.Tensor]:
-        names = model.task_names[: model.task_index(task)]
-        weights = model.backbone.conv_weights()
-        if not names:
-            return [torch.zeros_like(w, dtype=torch.bool) for w in weights]
-        union = torch.stack([getattr(model.weight_masks, n) for n in names]).any(dim=0)
-        return [union[i] for i in range(len(weights))]
+    def phases(self, task: TaskData) -> int:
+        return 2  # train, prune, retrain
 
     def before_task(self, ctx: TrainContext, task: TaskData) -> None:
         model = ctx.model
         position = model.task_index(task.name)
-        frozen = self._past_union(model, task.name)
-        own = getattr(model.weight_masks, task.name)
-        shared = [model.item_embedding, model.input_proj] + [
-            m for b in model.backbone.blocks for m in (b.ln1, b.ln2)
-        ]
+        weights = model.conv_weights()
+        frozen = model.weight_masks.union(model.task_names[:position], weights)
         train_shared = position == 0 and ctx.phase == 0
-        for module in shared:
-            if module is not None:
-                for p in module.parameters():
-                    p.requires_grad_(train_shared)
-        for b in model.backbone.blocks:
-            for conv in (b.conv1.conv, b.conv2.conv):
-                conv.bias.requires_grad_(train_shared)
+        for module in model.shared_modules():
+            for p in module.parameters():
+                p.requires_grad_(train_shared)
+        for conv in model.conv_layers():
+            conv.bias.requires_grad_(train_shared)
         self._frozen = frozen
-        self._saved = [w.detach().clone() for w in model.backbone.conv_weights()]
-        retrain = ctx.phase == 1
-
-        def override(name: str) -> list[torch.Tensor]:
-            weights = model.backbone.conv_weights()
-            if name != task.name:  # a past task: its inference weights
-                return _inference(model, name)
-            out = []
-            for i, w in enumerate(weights):
-                trainable = own[i] if retrain else ~frozen[i]
-                out.append((w * frozen[i]).detach() + w * trainable)
-            return out
-
-        model.weight_override = override
+        self._saved = [w.detach().clone() for w in weights]
+        if ctx.phase == 1:  # retrain: the task's own mask
+            own = model.weight_masks.mask(task.name)
+            trainable = [own[i] for i in range(len(weights))]
+        else:  # train: every free entry
+            trainable = [~f for f in frozen]
+        model.weight_masks.begin_training(task.name, frozen, trainable)
 
     def after_step(self, ctx: TrainContext) -> None:
         with torch.no_grad():
-            for w, frozen, saved in zip(
-                ctx.model.backbone.conv_weights(), self._frozen, self._saved, strict=True
-            ):
+            for w, frozen, saved in zip(ctx.model.conv_weights(), self._frozen, self._saved, strict=True):
                 w.copy_(torch.where(frozen, saved, w))
 
     def after_task(self, ctx: TrainContext, task: TaskData) -> None:
@@ -96,17 +76,9 @@ class Conure(ContinualStrategy):
         if ctx.phase == 0:
             position = model.task_index(task.name)
             fraction = (self.p**position) * (1.0 - self.p)  # c_t of the whole tensor
-            own = getattr(model.weight_masks, task.name)
+            own = model.weight_masks.mask(task.name)
             with torch.no_grad():
-                for i, w in enumerate(model.backbone.conv_weights()):
+                for i, w in enumerate(model.conv_weights()):
                     own[i] = prune_mask(w, self._frozen[i], int(math.floor(fraction * w.numel())))
         else:
-            model.weight_override = None
-
-
-def _inference(model, name: str) -> list[torch.Tensor]:
-    override, model.weight_override = model.weight_override, None
-    try:
-        return model.conure_weights(name)
-    finally:
-        model.weight_override = override
+            model.weight_masks.end_training()

@@ -50,15 +50,11 @@ class Hat(ContinualStrategy):
         if self.position == 0:
             self.cumulative = torch.zeros_like(emb[0])
         else:
-            self.cumulative = torch.sigmoid(self.config.smax * emb[: self.position]).amax(dim=0)  # [M, C]
+            self.cumulative = torch.sigmoid(model.smax * emb[: self.position]).amax(dim=0)  # [M, C]
         self._past_emb = emb[: self.position].clone()
-        shared = [model.item_embedding, model.input_proj] + [
-            m for b in model.backbone.blocks for m in (b.ln1, b.ln2)
-        ]
-        for module in shared:
-            if module is not None:
-                for p in module.parameters():
-                    p.requires_grad_(self.position == 0)
+        for module in model.shared_modules():
+            for p in module.parameters():
+                p.requires_grad_(self.position == 0)
 
     def extra_losses(self, ctx: TrainContext, batch: Batch, out: EncoderOutput) -> dict[str, torch.Tensor]:
         if self.cfg.reg == 0 or out.masks is None:
@@ -70,9 +66,10 @@ class Hat(ContinualStrategy):
         model = ctx.model
         cum = self.cumulative
         if self.position > 0:
-            for k, block in enumerate(model.backbone.blocks):
+            convs = model.conv_layers()  # layer 2k = conv1 of block k (reads the residual stream)
+            for k in range(len(convs) // 2):
                 a1, a2 = cum[2 * k], cum[2 * k + 1]  # [C]
-                c1, c2 = block.conv1.conv, block.conv2.conv
+                c1, c2 = convs[2 * k], convs[2 * k + 1]
                 if c1.weight.grad is not None:
                     c1.weight.grad.mul_((1.0 - a1)[:, None, None])  # a_in ≡ 1 (residual stream)
                 if c2.weight.grad is not None:
@@ -86,7 +83,7 @@ class Hat(ContinualStrategy):
             grad[: self.position] = 0.0
             if self.cfg.compensation:
                 e = model.masks.task_embedding[self.position]
-                grad[self.position].mul_(compensation_factor(e, ctx.s, self.config.smax, self.cfg.clamp_s))
+                grad[self.position].mul_(compensation_factor(e, ctx.s, model.smax, self.cfg.clamp_s))
 
     @torch.no_grad()
     def after_step(self, ctx: TrainContext) -> None:

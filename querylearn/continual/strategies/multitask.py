@@ -12,10 +12,12 @@ from querylearn.continual.strategies import STRATEGIES
 class Multitask(ContinualStrategy):
     name = "multitask"
     masking = "none"
-    joint = True
 
     def setup_model(self, prev, tasks, new_model):
         model = new_model()
         for task in tasks:
             model.add_task(task.name, task.n_classes)
         return model
+
+    def train_tasks(self, seen):
+        return list(seen)

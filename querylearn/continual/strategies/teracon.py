@@ -69,7 +69,7 @@ class Teracon(ContinualStrategy):
             return {}
         model = ctx.model
         past = teacher.task_names
-        s_teacher = ctx.s if self.cfg.teacher_s == "annealed" else self.config.smax
+        s_teacher = ctx.s if self.cfg.teacher_s == "annealed" else model.smax
         rho_used = self.rho
         n_rows = batch.ids.shape[0]
         self.last_rho = rho_used.tolist()  # one host transfer per batch for the subset sizes
@@ -109,7 +109,7 @@ class Teracon(ContinualStrategy):
             new_masks = out.masks  # the new task's masks at s_b (parity)
             if self.cfg.teacher_s == "smax":  # both sides at smax
                 with torch.no_grad():
-                    new_masks = model.all_masks(self.config.smax)[model.task_index(ctx.task.name)]
+                    new_masks = model.all_masks(model.smax)[model.task_index(ctx.task.name)]
             self.rho = retention.rho_from_masks(
                 teacher_masks, new_masks, self.cfg.rho_sharpness, self.cfg.cos_eps
             )
@@ -144,9 +144,6 @@ class Teracon(ContinualStrategy):
 
     def after_task(self, ctx: TrainContext, task: TaskData) -> None:
         self.teacher = None  # the next task snapshots the model it starts from
-
-    def describe(self):
-        return {"name": self.name, "masking": self.masking, **dataclasses.asdict(self.cfg)}
 
 
 def _variant(name: str, **changes):

@@ -1,4 +1,4 @@
-"""A tiny dataset with known answers, for tests and the smallest demo preset.
+"""A tiny dataset with known answers, for the tests (the ``toy`` fixture of conftest.py).
 
 Process (all seeded):
 - ``n_queries`` queries named ``검색어0 .. 검색어{n-1}`` (ids 2.. in vocabulary order).
@@ -54,7 +54,9 @@ def make_toy_dataset(
     last = np.array([w[-1] for w in walks])
     users = np.arange(n_users)
 
-    t1 = TaskArrays("T1", "next_query", "mrr@5", users.copy(), seqs[:, -1].astype(np.int64), user_split.copy(), len(vocab))
+    t1 = TaskArrays(
+        "T1", "next_query", "mrr@5", users.copy(), seqs[:, -1].astype(np.int64), user_split.copy(), len(vocab)
+    )
     t2_users = np.repeat(users, 2)
     t2_label = np.stack([last % 5, (last + 1) % 5], axis=1).reshape(-1)
     t2 = TaskArrays(

@@ -1,0 +1,69 @@
+"""Evaluation of one task's split: ranking metrics over every row, in stored order.
+
+next_query: input x[:, :L-1], target = the last query, readout at the last position, full ranking
+over the vocabulary (padding excluded unless configured otherwise). Other tasks: the full sequence.
+Every task is evaluated at the model's evaluation scale ``model.smax`` with its own mask and head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from querylearn.continual.config import TrainConfig
+from querylearn.continual.protocol import TaskData
+from querylearn.data.vocab import PAD_ID
+from querylearn.metrics import ranking_metrics
+from querylearn.models.user_encoder import UserEncoder
+
+
+@torch.no_grad()
+def evaluate(
+    model: UserEncoder,
+    task: TaskData,
+    split: str,
+    sequences: torch.Tensor,
+    *,
+    config: TrainConfig,
+    batch_size: int,
+) -> dict[str, float | int | None]:
+    """Ranking metrics (mrr/hr/ndcg@5/20, accuracy = hit@1) over every row of ``split``.
+
+    sequences [n_users, L]. Ranks are counted in torch (number of strictly higher logits, as in
+    querylearn.metrics).
+    """
+    was_training = model.training
+    model.eval()
+    device = sequences.device
+    users, labels = task.users[split], task.labels[split]
+    masks = model.task_masks(task.name, model.smax)
+    ranks = []
+    for start in range(0, len(users), batch_size):
+        u = users[start : start + batch_size]
+        y = torch.as_tensor(labels[start : start + batch_size], device=device)
+        uniq, inv = np.unique(u, return_inverse=True)
+        x = sequences[torch.as_tensor(uniq, device=device)]  # [U, L]
+        if task.kind == "next_query":
+            x = x[:, :-1]
+        hidden = model.encode(x, masks, task=task.name)[torch.as_tensor(inv, device=device)]  # [B, C]
+        logits = model.heads(hidden, task.name)  # [B, n]
+        if task.kind == "next_query" and config.next_query.exclude_padding_from_ranking:
+            logits[:, PAD_ID] = float("-inf")
+        target = logits.gather(1, y[:, None])  # [B, 1]
+        ranks.append((logits > target).sum(dim=1).cpu())
+    model.train(was_training)
+    rank_arr = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    metrics: dict[str, float | int | None] = {
+        k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
+    }
+    metrics["n"] = int(len(rank_arr))
+    return metrics
+
+
+def selection_value(metrics: dict, task: TaskData, selection: str) -> float | None:
+    """The validation value early stopping compares ("task" = the task's own headline metric)."""
+    key = task.metric if selection == "task" else selection
+    v = metrics.get(key)
+    return None if v is None else float(v)
