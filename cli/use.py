@@ -49,7 +49,7 @@ def embed_users_cli(
     """Embed every user of a raw query log with an exported model (no prepared dataset needed)."""
     from querylearn.userlog import embed_users
 
-    if not out.suffix.lower() == ".parquet":
+    if out.suffix.lower() != ".parquet":
         raise QuerylearnError(f"--out {out}: embed-users writes Parquet; name the file *.parquet")
     result = embed_users(model, queries, out, task=task, unseen=unseen, wide=wide, batch_size=batch_size,
                          chunk_rows=chunk_rows, text_model=text_model)
