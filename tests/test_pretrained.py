@@ -205,3 +205,25 @@ def test_fit_linear_map_recovers_a_known_map():
     assert np.allclose(m.apply(x[:3]), x[:3] @ w + b, atol=1e-4)
     with pytest.raises(QuerylearnError, match="at least 2"):
         fit_linear_map(x[:1], x[:1])
+
+
+def test_neighbours_through_the_model(work, tmp_path):
+    from querylearn.neighbours import query_neighbours, user_neighbours
+    from querylearn.userfile import write_user_vectors
+
+    enc = UserEncoder.from_pretrained(work / "model")
+    # an unseen reordering "b a" of a known query "a b" has the same subword mean: "a b" comes first
+    known = next(q for q in enc.vocab.queries[2:] if len(set(q.split())) == 2
+                 and " ".join(q.split()[::-1]) not in enc.vocab.index)
+    swapped = " ".join(known.split()[::-1])
+    (res,) = query_neighbours(work / "model", [swapped], k=3)
+    assert res.embedded and res.neighbours[0].key == known and res.method == "exact"
+    (res,) = query_neighbours(work / "model", [known], k=3)  # a known query is not its own neighbour
+    assert not res.embedded and all(n.key != known for n in res.neighbours)
+    # users: the one whose only query is q is nearest to "a user who searched q"
+    queries = enc.vocab.queries[2:8]
+    write_user_vectors(tmp_path / "u.parquet", [f"user{i}" for i in range(6)], enc.encode([[q] for q in queries]), {})
+    (res,) = user_neighbours(tmp_path / "u.parquet", queries=[queries[3]], model=work / "model", k=2)
+    assert res.neighbours[0].key == "user3" and res.neighbours[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(QuerylearnError, match="--model"):
+        user_neighbours(tmp_path / "u.parquet", queries=[queries[3]])
