@@ -66,18 +66,18 @@ class PreparedDataset:
     manifest: dict = field(repr=False)
 
 
-def prepare(source: str, out: str | Path, *, users: int = 2000, seed: int = 0, noisy_task: bool = False,
+def prepare(source: str, out: str | Path, *, users: int | None = None, seed: int = 0, noisy_task: bool = False,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None, seq_len: int | None = None,
             min_count: int = 1, min_label_count: int = 1, split: str = "user",
             exclude_last_interaction: bool = False) -> PreparedDataset:
-    """``querylearn prepare SOURCE --out OUT``: source "synthetic" | "movielens-100k" | "kmrd" | "files"."""
+    """``querylearn prepare SOURCE --out OUT``: source "synthetic" | "movielens-100k" | "kmrd" | "teracon" |
+    "files". ``users`` / ``seq_len`` None: the source's defaults (docs/data.md)."""
     from querylearn.data.build import BuildOptions
     from querylearn.data.sources import prepare as prepare_source
 
-    opts = BuildOptions(seq_len=seq_len or (30 if source in ("movielens-100k", "kmrd") else 60),
-                        min_count=min_count, min_label_count=min_label_count, split=split, seed=seed,
-                        exclude_last_interaction=exclude_last_interaction)
+    opts = BuildOptions(seq_len=seq_len, min_count=min_count, min_label_count=min_label_count, split=split,
+                        seed=seed, exclude_last_interaction=exclude_last_interaction)
     m = prepare_source(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
                        tasks=tasks, interactions=interactions, items=items)
     return PreparedDataset(Path(out), m["source"], bool(m["synthetic"]), int(m["n_users"]), int(m["vocab_size"]),
@@ -187,20 +187,15 @@ def coldstart_eval(data: str | Path, out: str | Path, *, runs: list[str | Path] 
     against the baselines, for warm and cold users."""
     from querylearn.config import load_config
     from querylearn.data.dataset import load_dataset
-    from querylearn.export import export_user_representations
     from querylearn.recsys.coldstart import ColdstartConfig
     from querylearn.recsys.coldstart import coldstart_eval as evaluate
     from querylearn.recsys.report import write_report
-    from querylearn.recsys.representations import UserRepresentations, read_user_parquet
+    from querylearn.recsys.representations import read_user_parquet, representations_from_runs
 
     config = load_config(ColdstartConfig, None, {"negatives": negatives, "seed": seed, "cold_fraction": cold_fraction,
                                                  "threads": threads, "ncf.model": model, "ncf.epochs": epochs})
     sources = [read_user_parquet(p) for p in users_from]
-    for run in runs:
-        for task in list(after_tasks) or [None]:
-            ids, vectors = export_user_representations(run, task=task)
-            sources.append(UserRepresentations(Path(run).name + (f"@{task}" if task else ""), list(ids), vectors,
-                                               str(run)))
+    sources += representations_from_runs([Path(r) for r in runs], list(after_tasks)) if runs else []
     report = evaluate(load_dataset(data), sources, config)
     write_report(out, report, config)
     report = report if isinstance(report, dict) else report.to_dict()
