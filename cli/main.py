@@ -17,8 +17,9 @@ from pathlib import Path
 
 from rich.markup import escape
 
+import querylearn.cli.experiment  # noqa: F401  (registers the experiment command)
 from querylearn import __version__
-from querylearn.cli import coldstart, demo, embed, experiment, prepare, train  # noqa: F401  (register commands)
+from querylearn.cli import coldstart, demo, embed, prepare, train, use  # noqa: F401  (register commands)
 from querylearn.cli.app import app, err_console
 from querylearn.errors import QuerylearnError
 

@@ -24,7 +24,9 @@ def _structure(results: dict, name: str, n_runs: int) -> None:
     assert results["quick"] is True and results["seeds"] == SEEDS
     assert len(results["runs"]) == n_runs
     assert {r["status"] for r in results["runs"]} == {"trained"}
-    assert results["tables"] and all(len(row) == len(t["header"]) for t in results["tables"] for row in t["rows"])
+    assert results["tables"] and all(
+        len(row) == len(t["header"]) for t in results["tables"] for row in t["rows"]
+    )
     assert "summary" in results and results["figures"]
 
 
@@ -82,8 +84,15 @@ def test_noisy_copy_is_a_shuffle(toy, tmp_path):
 
 def test_noise(toy, tmp_path):
     out = tmp_path / "noise"
-    results = run_experiment("noise", toy, out, strategies=["finetune"], seeds=SEEDS, quick=True,
-                             sets={"later.max_epochs": 4, "later.lr": 3e-3})
+    results = run_experiment(
+        "noise",
+        toy,
+        out,
+        strategies=["finetune"],
+        seeds=SEEDS,
+        quick=True,
+        sets={"later.max_epochs": 4, "later.lr": 3e-3},
+    )
     _structure(results, "noise", 2)
     _files(out, results)
     s = results["summary"]
@@ -125,7 +134,9 @@ def test_adapt_and_resume(toy, tmp_path):
         raise KeyboardInterrupt  # the experiment is killed after its first run
 
     with pytest.raises(KeyboardInterrupt):
-        run_experiment("adapt", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True, on_run_end=kill_after_first)
+        run_experiment(
+            "adapt", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True, on_run_end=kill_after_first
+        )
     first = out / "runs" / seen[0]
     stamp = (first / "metrics.json").stat().st_mtime_ns
 
@@ -133,15 +144,19 @@ def test_adapt_and_resume(toy, tmp_path):
         raise KeyboardInterrupt  # the second run is killed after its first task
 
     with pytest.raises(KeyboardInterrupt):
-        run_experiment("adapt", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True,
-                       on_task_end=kill_after_task)
+        run_experiment(
+            "adapt", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True, on_task_end=kill_after_task
+        )
     second = out / "runs" / "teracon-after-T1-s0"
     ckpt = second / "checkpoints" / "01-T1.json"
     ckpt_stamp = ckpt.stat().st_mtime_ns
     results = run_experiment("adapt", toy, out, strategies=["teracon"], seeds=SEEDS, quick=True)
     status = {r["name"]: r["status"] for r in results["runs"]}
-    assert status == {"teracon-after-base-s0": "reused", "teracon-after-T1-s0": "resumed",
-                      "teracon-scratch-s0": "trained"}
+    assert status == {
+        "teracon-after-base-s0": "reused",
+        "teracon-after-T1-s0": "resumed",
+        "teracon-scratch-s0": "trained",
+    }
     assert (first / "metrics.json").stat().st_mtime_ns == stamp  # not retrained
     assert ckpt.stat().st_mtime_ns == ckpt_stamp  # resumed after T1, not from scratch
     s = results["summary"]
@@ -169,8 +184,15 @@ def test_parallel_jobs_give_the_same_runs(toy, tmp_path):
 def test_init(toy, tmp_path):
     folder = kobert_tiny.tiny_kobert_dir()
     out = tmp_path / "init"
-    results = run_experiment("init", toy, out, seeds=SEEDS, quick=True, models=[f"kobert={folder}"],
-                             sets={"t1.max_epochs": 1, "t2.max_epochs": 1, "later.max_epochs": 1})
+    results = run_experiment(
+        "init",
+        toy,
+        out,
+        seeds=SEEDS,
+        quick=True,
+        models=[f"kobert={folder}"],
+        sets={"t1.max_epochs": 1, "t2.max_epochs": 1, "later.max_epochs": 1},
+    )
     variants = results["summary"]["variants"]
     _structure(results, "init", len(variants))
     entries = results["summary"]["strategies"]["teracon"]
@@ -185,22 +207,78 @@ def test_init(toy, tmp_path):
 
 def test_cli(toy, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main_code(["experiment", "adapt", "--data", str(toy), "--out", str(out), "--strategies", "finetune",
-                      "--seeds", "0", "--quick", "--set", "later.max_epochs=1"])
+    code = main_code(
+        [
+            "experiment",
+            "adapt",
+            "--data",
+            str(toy),
+            "--out",
+            str(out),
+            "--strategies",
+            "finetune",
+            "--seeds",
+            "0",
+            "--quick",
+            "--set",
+            "later.max_epochs=1",
+        ]
+    )
     assert code == 0
     assert read_json(out / "results.json")["settings"]["sets"] == {"later.max_epochs": 1}
     capsys.readouterr()
     for argv, needle in [
-        (["experiment", "nope", "--data", str(toy), "--out", str(tmp_path / "x")], "unknown experiment 'nope'"),
-        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "y"), "--seeds", "a"], "--seeds"),
-        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "z"), "--set", "model.nope=1"],
-         "model.nope"),
-        (["experiment", "sampling", "--data", str(toy), "--out", str(tmp_path / "w"), "--strategies", "hat"],
-         "unknown variant 'hat'"),
-        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "v"), "--strategies", "teracn"],
-         "unknown strategy 'teracn'"),
-        (["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "u"), "--set", "seed=3"],
-         "--seeds"),
+        (
+            ["experiment", "nope", "--data", str(toy), "--out", str(tmp_path / "x")],
+            "unknown experiment 'nope'",
+        ),
+        (
+            ["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "y"), "--seeds", "a"],
+            "--seeds",
+        ),
+        (
+            [
+                "experiment",
+                "order",
+                "--data",
+                str(toy),
+                "--out",
+                str(tmp_path / "z"),
+                "--set",
+                "model.nope=1",
+            ],
+            "model.nope",
+        ),
+        (
+            [
+                "experiment",
+                "sampling",
+                "--data",
+                str(toy),
+                "--out",
+                str(tmp_path / "w"),
+                "--strategies",
+                "hat",
+            ],
+            "unknown variant 'hat'",
+        ),
+        (
+            [
+                "experiment",
+                "order",
+                "--data",
+                str(toy),
+                "--out",
+                str(tmp_path / "v"),
+                "--strategies",
+                "teracn",
+            ],
+            "unknown strategy 'teracn'",
+        ),
+        (
+            ["experiment", "order", "--data", str(toy), "--out", str(tmp_path / "u"), "--set", "seed=3"],
+            "--seeds",
+        ),
         (["experiment", "order", "--data", str(tmp_path), "--out", str(tmp_path / "t")], "dataset.json"),
         (["experiment", "order", "--data", str(toy), "--out", str(out / "results.json")], "not a folder"),
     ]:

@@ -54,16 +54,17 @@ class NextQueryConfig:
 class TeraconConfig:
     """Knowledge retention and sampling (sections 4.9-4.11, 10.4).
 
-    alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15),
-    "all" (rho = 1, retention on every user of the batch) or "fixed" (rho = ``rho_fixed`` for
-    every past task and batch: uniform sampling, the ``experiment sampling`` control).
-    min_kr_samples: floor of the retained subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
+    alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
+    "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
+    subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
     (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
     over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
     classes; bounds the memory of retention on a large next_query vocabulary).
     checkpoint_students: recompute each past task's student pass in backward instead of keeping
     its activations (same gradients; the first batch of a task, where rho = 0.9 for every past
     task, otherwise holds one full forward per past task).
+    rho_mode "fixed": rho = ``rho_fixed`` for every past task and batch (uniform sampling at one
+    rate, the control of ``querylearn experiment sampling``).
     """
 
     alpha: float = 0.7

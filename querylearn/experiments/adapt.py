@@ -95,18 +95,37 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
             }
             summary[strategy][name] = entry
             series[name] = entry["curve"]
-            rows.append([strategy, name, " → ".join(order), fmt_ms(entry["first_epoch"]), fmt_ms(entry["best_valid"]),
-                         fmt_ms(entry["best_epoch"], ".1f"), fmt_ms(entry["test"])])
-        figures.append({"file": f"adapt_curves_{strategy}.png", "kind": "curves",
-                        "title": f"{new} validation {metric} per epoch ({strategy})",
-                        "xlabel": "epoch", "ylabel": f"valid {metric}", "series": series})
+            rows.append(
+                [
+                    strategy,
+                    name,
+                    " → ".join(order),
+                    fmt_ms(entry["first_epoch"]),
+                    fmt_ms(entry["best_valid"]),
+                    fmt_ms(entry["best_epoch"], ".1f"),
+                    fmt_ms(entry["test"]),
+                ]
+            )
+        figures.append(
+            {
+                "file": f"adapt_curves_{strategy}.png",
+                "kind": "curves",
+                "title": f"{new} validation {metric} per epoch ({strategy})",
+                "xlabel": "epoch",
+                "ylabel": f"valid {metric}",
+                "series": series,
+            }
+        )
     return {
         "summary": {"new_task": new, "metric": metric, "variants": variants(tasks), "strategies": summary},
         "tables": [
-            {"title": f"Learning the new task {new} ({metric}; mean ± std over seeds)",
-             "note": "first epoch / best: validation score; best epoch: the epoch early stopping kept; "
-                     "test: the final test score.",
-             "header": ["strategy", "variant", "tasks", "first epoch", "best", "best epoch", "test"], "rows": rows},
+            {
+                "title": f"Learning the new task {new} ({metric}; mean ± std over seeds)",
+                "note": "first epoch / best: validation score; best epoch: the epoch early stopping kept; "
+                "test: the final test score.",
+                "header": ["strategy", "variant", "tasks", "first epoch", "best", "best epoch", "test"],
+                "rows": rows,
+            },
         ],
         "figures": figures,
     }

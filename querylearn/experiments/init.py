@@ -87,7 +87,9 @@ def _table(ctx: ExperimentContext, name: str, args: dict) -> Path:
     out = ctx.out / "embeddings" / name
     if not (out / "meta.json").is_file():
         dim = ctx.base_config().model.channels if args["source"] == "random" else None
-        cfg = resolve_config(source=args["source"], model=args["model"], segment=args["segment"], dim=dim, seed=0)
+        cfg = resolve_config(
+            source=args["source"], model=args["model"], segment=args["segment"], dim=dim, seed=0
+        )
         embed_init(ctx.data, out, cfg)
     return out
 
@@ -105,9 +107,13 @@ def plan(ctx: ExperimentContext, done: dict[str, RunResult]) -> list[RunSpec]:
     for strategy in ctx.strategies:
         for variant, src, head in variant_names(ctx):
             overrides = {"strategy": strategy} | ({} if head is None else {"next_query.head": head})
-            specs += seed_runs(ctx, f"{strategy}-{variant}",
-                               {"strategy": strategy, "variant": variant, "source": src, "head": head},
-                               overrides, embeddings=str(tables[src]))
+            specs += seed_runs(
+                ctx,
+                f"{strategy}-{variant}",
+                {"strategy": strategy, "variant": variant, "source": src, "head": head},
+                overrides,
+                embeddings=str(tables[src]),
+            )
     return specs
 
 
@@ -129,18 +135,34 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
                 "first_task_after_it": mean_std(r.metrics["R"][0][0] for r in runs),
             }
             summary[strategy][variant] = entry
-            rows.append([strategy, variant, fmt_ms(entry["first_task_after_it"]),
-                         *(fmt_ms(entry["per_task"][t]) for t in tasks), fmt_ms(entry["mean"])])
+            rows.append(
+                [
+                    strategy,
+                    variant,
+                    fmt_ms(entry["first_task_after_it"]),
+                    *(fmt_ms(entry["per_task"][t]) for t in tasks),
+                    fmt_ms(entry["mean"]),
+                ]
+            )
             bars[f"{strategy} {variant}"] = [entry["per_task"][t] for t in tasks]
     return {
         "summary": {"variants": [v for v, _, _ in variant_names(ctx)], "strategies": summary},
         "tables": [
-            {"title": "Final scores R(T_last, T_i) per initialisation (mean ± std over seeds)",
-             "note": f"{tasks[0]} after {tasks[0]}: R(T1, T1), the first task's score before any other task.",
-             "header": ["strategy", "variant", f"{tasks[0]} after {tasks[0]}", *tasks, "mean"], "rows": rows},
+            {
+                "title": "Final scores R(T_last, T_i) per initialisation (mean ± std over seeds)",
+                "note": f"{tasks[0]} after {tasks[0]}: R(T1, T1), the first task's score before any other.",
+                "header": ["strategy", "variant", f"{tasks[0]} after {tasks[0]}", *tasks, "mean"],
+                "rows": rows,
+            },
         ],
         "figures": [
-            {"file": "init_scores.png", "kind": "bars", "title": "final score per initialisation",
-             "ylabel": "score", "groups": tasks, "series": bars},
+            {
+                "file": "init_scores.png",
+                "kind": "bars",
+                "title": "final score per initialisation",
+                "ylabel": "score",
+                "groups": tasks,
+                "series": bars,
+            },
         ],
     }

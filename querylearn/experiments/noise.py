@@ -30,8 +30,9 @@ NOISY_TASK = "NOISE"
 SHUFFLE_SEED = 0
 
 
-def write_noisy_copy(data: str | Path, out: str | Path, *, source_task: str | None = None,
-                     seed: int = SHUFFLE_SEED) -> tuple[str, str]:
+def write_noisy_copy(
+    data: str | Path, out: str | Path, *, source_task: str | None = None, seed: int = SHUFFLE_SEED
+) -> tuple[str, str]:
     """Write ``data`` plus the label-shuffled task ``NOISE`` to ``out``; returns (noisy, source) names.
 
     ``source_task`` default: the first classify task, else the first multi-target task.
@@ -39,7 +40,9 @@ def write_noisy_copy(data: str | Path, out: str | Path, *, source_task: str | No
     ds = load_dataset(data)
     if NOISY_TASK in ds.task_names:
         raise ConfigError(f"{data}: already has a task named {NOISY_TASK}; it cannot be added again")
-    label_tasks = [t for t in ds.tasks if t.kind == "classify"] + [t for t in ds.tasks if t.kind == "multi_target"]
+    label_tasks = [t for t in ds.tasks if t.kind == "classify"] + [
+        t for t in ds.tasks if t.kind == "multi_target"
+    ]
     if source_task is None:
         if not label_tasks:
             raise ConfigError(f"{data}: no classify or multi_target task to make a noisy copy of")
@@ -47,13 +50,30 @@ def write_noisy_copy(data: str | Path, out: str | Path, *, source_task: str | No
     else:
         src = ds.task(source_task)
     rng = np.random.default_rng(seed)
-    noisy = TaskArrays(NOISY_TASK, src.kind, src.metric, src.user_index.copy(), src.label[rng.permutation(len(src.label))],
-                       src.split.copy(), src.n_labels, list(src.label_names), list(src.label_counts))
+    noisy = TaskArrays(
+        NOISY_TASK,
+        src.kind,
+        src.metric,
+        src.user_index.copy(),
+        src.label[rng.permutation(len(src.label))],
+        src.split.copy(),
+        src.n_labels,
+        list(src.label_names),
+        list(src.label_counts),
+    )
     manifest = ds.manifest
     write_dataset(
-        out, source=manifest["source"], synthetic=manifest["synthetic"], vocab=ds.vocab, user_ids=ds.user_ids,
-        sequences=np.asarray(ds.sequences), user_split=ds.user_split, tasks=[*ds.tasks, noisy],
-        interactions=ds.interactions, split_info=manifest.get("split"), summary=manifest.get("summary"),
+        out,
+        source=manifest["source"],
+        synthetic=manifest["synthetic"],
+        vocab=ds.vocab,
+        user_ids=ds.user_ids,
+        sequences=np.asarray(ds.sequences),
+        user_split=ds.user_split,
+        tasks=[*ds.tasks, noisy],
+        interactions=ds.interactions,
+        split_info=manifest.get("split"),
+        summary=manifest.get("summary"),
         extra={"noisy_copy": {"from": str(Path(data).resolve()), "task": src.name, "seed": seed}},
     )
     return NOISY_TASK, src.name
@@ -108,8 +128,13 @@ def plan(ctx: ExperimentContext, done: dict[str, RunResult]) -> list[RunSpec]:
     specs = []
     for strategy in ctx.strategies:
         for variant, order in orders(names, noisy).items():
-            specs += seed_runs(ctx, f"{strategy}-{variant}", {"strategy": strategy, "variant": variant},
-                               {"strategy": strategy, "tasks": order}, data=str(data))
+            specs += seed_runs(
+                ctx,
+                f"{strategy}-{variant}",
+                {"strategy": strategy, "variant": variant},
+                {"strategy": strategy, "tasks": order},
+                data=str(data),
+            )
     return specs
 
 
@@ -128,33 +153,63 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
         with_noise = [final_scores(r.metrics) for r in noisy_runs]
         per_task = {}
         for t in clean_tasks:
-            pct = [100.0 * (c[t] - n[t]) / c[t] if c[t] else None for c, n in zip(clean, with_noise, strict=True)]
-            per_task[t] = {"clean": mean_std(c[t] for c in clean), "noisy": mean_std(n[t] for n in with_noise),
-                           "drop_pct": mean_std(pct)}
+            pct = [
+                100.0 * (c[t] - n[t]) / c[t] if c[t] else None for c, n in zip(clean, with_noise, strict=True)
+            ]
+            per_task[t] = {
+                "clean": mean_std(c[t] for c in clean),
+                "noisy": mean_std(n[t] for n in with_noise),
+                "drop_pct": mean_std(pct),
+            }
         mean_drop = mean_std(
             np.mean([100.0 * (c[t] - n[t]) / c[t] for t in clean_tasks if c[t]])
             for c, n in zip(clean, with_noise, strict=True)
         )
         drops[strategy] = {"per_task": per_task, "mean_drop_pct": mean_drop}
-        rows.append([strategy, *(fmt_ms(per_task[t]["drop_pct"], "+.1f") for t in clean_tasks), fmt_ms(mean_drop, "+.1f")])
+        rows.append(
+            [
+                strategy,
+                *(fmt_ms(per_task[t]["drop_pct"], "+.1f") for t in clean_tasks),
+                fmt_ms(mean_drop, "+.1f"),
+            ]
+        )
         bars[strategy] = [per_task[t]["drop_pct"] for t in clean_tasks]
         own[strategy] = mean_std(s[noisy] for s in with_noise)
         own_rows.append([strategy, fmt_ms(own[strategy]), "" if chance is None else f"{chance:.4f}"])
     metric = next(t["metric"] for t in load_manifest(data)["tasks"] if t["name"] == noisy)
     return {
-        "summary": {"noisy_task": noisy, "copied_from": source, "data": str(Path(data).resolve()),
-                    "orders": orders(names, noisy), "metric": metric, "chance": chance,
-                    "drop": drops, "noisy_task_score": own},
+        "summary": {
+            "noisy_task": noisy,
+            "copied_from": source,
+            "data": str(Path(data).resolve()),
+            "orders": orders(names, noisy),
+            "metric": metric,
+            "chance": chance,
+            "drop": drops,
+            "noisy_task_score": own,
+        },
         "tables": [
-            {"title": "Drop of each task's final score with the noisy task, in % of its score without it "
-                      "(mean ± std over seeds; positive = the noisy task hurt)",
-             "header": ["strategy", *clean_tasks, "mean"], "rows": rows},
-            {"title": f"The noisy task's own final score ({metric}) and its chance level",
-             "note": "chance: its labels ranked by training frequency, without looking at the user.",
-             "header": ["strategy", f"{noisy} score", "chance"], "rows": own_rows},
+            {
+                "title": "Drop of each task's final score with the noisy task, in % of its score without it "
+                "(mean ± std over seeds; positive = the noisy task hurt)",
+                "header": ["strategy", *clean_tasks, "mean"],
+                "rows": rows,
+            },
+            {
+                "title": f"The noisy task's own final score ({metric}) and its chance level",
+                "note": "chance: its labels ranked by training frequency, without looking at the user.",
+                "header": ["strategy", f"{noisy} score", "chance"],
+                "rows": own_rows,
+            },
         ],
         "figures": [
-            {"file": "noise_drop.png", "kind": "bars", "title": f"drop with the noisy task {noisy} (%)",
-             "ylabel": "drop (% of clean score)", "groups": clean_tasks, "series": bars},
+            {
+                "file": "noise_drop.png",
+                "kind": "bars",
+                "title": f"drop with the noisy task {noisy} (%)",
+                "ylabel": "drop (% of clean score)",
+                "groups": clean_tasks,
+                "series": bars,
+            },
         ],
     }

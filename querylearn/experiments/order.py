@@ -45,8 +45,12 @@ def plan(ctx: ExperimentContext, done: dict[str, RunResult]) -> list[RunSpec]:
     specs = []
     for strategy in ctx.strategies:
         for order_name, order in orders(_tasks(ctx)).items():
-            specs += seed_runs(ctx, f"{strategy}-{order_name}", {"strategy": strategy, "order": order_name},
-                               {"strategy": strategy, "tasks": order})
+            specs += seed_runs(
+                ctx,
+                f"{strategy}-{order_name}",
+                {"strategy": strategy, "order": order_name},
+                {"strategy": strategy, "tasks": order},
+            )
     return specs
 
 
@@ -58,12 +62,17 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
     score_rows, diff_rows = [], []
     bars: dict[str, list] = {}
     for strategy in ctx.strategies:
-        per_order = {o: [final_scores(r.metrics) for r in group(done, strategy=strategy, order=o)] for o in named}
-        scores[strategy] = {o: {t: mean_std(s[t] for s in runs) for t in tasks} for o, runs in per_order.items()}
+        per_order = {
+            o: [final_scores(r.metrics) for r in group(done, strategy=strategy, order=o)] for o in named
+        }
+        scores[strategy] = {
+            o: {t: mean_std(s[t] for s in runs) for t in tasks} for o, runs in per_order.items()
+        }
         for o in named:
             means = [np.mean([s[t] for t in tasks]) for s in per_order[o]]
-            score_rows.append([strategy, o, *(fmt_ms(scores[strategy][o][t]) for t in tasks),
-                               fmt_ms(mean_std(means))])
+            score_rows.append(
+                [strategy, o, *(fmt_ms(scores[strategy][o][t]) for t in tasks), fmt_ms(mean_std(means))]
+            )
         diffs[strategy] = {}
         for o in [o for o in named if o != "default"]:
             pairs = list(zip(per_order[o], per_order["default"], strict=True))  # same seeds, same order
@@ -75,14 +84,26 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
     return {
         "summary": {"orders": named, "final_scores": scores, "difference": diffs},
         "tables": [
-            {"title": "Final scores R(T_last, T_i) per order (mean ± std over seeds)",
-             "header": ["strategy", "order", *tasks, "mean"], "rows": score_rows},
-            {"title": "Difference to the default order, per task (order − default; mean ± std over seeds)",
-             "note": "mean |diff|: the mean over tasks of the absolute per-task difference, per seed.",
-             "header": ["strategy", "order", *tasks, "mean |diff|"], "rows": diff_rows},
+            {
+                "title": "Final scores R(T_last, T_i) per order (mean ± std over seeds)",
+                "header": ["strategy", "order", *tasks, "mean"],
+                "rows": score_rows,
+            },
+            {
+                "title": "Difference to the default order, per task (order − default; mean ± std over seeds)",
+                "note": "mean |diff|: the mean over tasks of the absolute per-task difference, per seed.",
+                "header": ["strategy", "order", *tasks, "mean |diff|"],
+                "rows": diff_rows,
+            },
         ],
         "figures": [
-            {"file": "order_difference.png", "kind": "bars", "title": "final score: order − default",
-             "ylabel": "difference", "groups": tasks, "series": bars},
+            {
+                "file": "order_difference.png",
+                "kind": "bars",
+                "title": "final score: order − default",
+                "ylabel": "difference",
+                "groups": tasks,
+                "series": bars,
+            },
         ],
     }

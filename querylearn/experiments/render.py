@@ -51,8 +51,12 @@ def plot_figure(spec: dict, path: Path) -> Path:
             xs = list(range(1, len(points) + 1))
             means, stds = zip(*(_value(v) for v in points), strict=True) if points else ((), ())
             ax.plot(xs, means, marker="o", label=name)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
-                            [m + s for m, s in zip(means, stds, strict=True)], alpha=0.2)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(means, stds, strict=True)],
+                [m + s for m, s in zip(means, stds, strict=True)],
+                alpha=0.2,
+            )
         ax.set_xlabel(spec.get("xlabel", "epoch"))
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
@@ -91,8 +95,15 @@ def markdown(results: dict, figure_dir: str = "figures") -> str:
             md += [table["note"], ""]
     for spec in results["figures"]:
         md += [f"![{spec['title']}]({figure_dir}/{spec['file']})", ""]
-    md += ["## Runs", "", markdown_table(["run", "status", "tasks"],
-                                    [[f"`{r['dir']}`", r["status"], " → ".join(r["tasks"])] for r in results["runs"]]), ""]
+    md += [
+        "## Runs",
+        "",
+        markdown_table(
+            ["run", "status", "tasks"],
+            [[f"`{r['dir']}`", r["status"], " → ".join(r["tasks"])] for r in results["runs"]],
+        ),
+        "",
+    ]
     return "\n".join(md) + "\n"
 
 
@@ -121,7 +132,9 @@ def build_experiment_report(root: str | Path, out: str | Path | None = None, *, 
     root = Path(root)
     results = read_json(root / "results.json")
     if results.get("kind") != RESULTS_KIND:
-        raise ArtifactError(f"{root}/results.json: expected kind '{RESULTS_KIND}', found {results.get('kind')!r}")
+        raise ArtifactError(
+            f"{root}/results.json: expected kind '{RESULTS_KIND}', found {results.get('kind')!r}"
+        )
     path = render(results, Path(out) if out else root, "report.md")
     if console is not None:
         from querylearn.report import rich_table

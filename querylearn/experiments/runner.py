@@ -25,7 +25,7 @@ from querylearn import __version__
 from querylearn.artifacts import check_out_dir, read_json, write_json
 from querylearn.config_loader import load_config
 from querylearn.continual.config import TrainConfig
-from querylearn.data.dataset import load_manifest
+from querylearn.data.dataset import load_dataset, load_manifest
 from querylearn.errors import ConfigError
 from querylearn.experiments import EXPERIMENTS, RESULTS_KIND
 
@@ -133,7 +133,9 @@ def execute_run(
         return "reused", done
     if (run_dir / "run.json").is_file():
         return "resumed", train_sequence(resume=run_dir, on_task_end=on_task_end)
-    return "trained", train_sequence(data, run_dir, config=config, embeddings=embeddings, on_task_end=on_task_end)
+    return "trained", train_sequence(
+        data, run_dir, config=config, embeddings=embeddings, on_task_end=on_task_end
+    )
 
 
 def _settings(ctx: ExperimentContext) -> dict:
@@ -202,7 +204,7 @@ def run_experiment(
     module = experiment_module(name)
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be >= 1")
-    load_manifest(data)  # one clear line when --data is no dataset
+    load_dataset(data, mmap=True)  # one clear line when --data is no (complete) dataset
     check_out_dir(out)
     ctx = ExperimentContext(
         name=name,
@@ -217,7 +219,9 @@ def run_experiment(
     )
     owned = sorted({"strategy", "seed", "tasks"} & set(ctx.sets))
     if owned:
-        raise ConfigError(f"--set {owned[0]}: the experiment sets it per run; use --strategies and --seeds instead")
+        raise ConfigError(
+            f"--set {owned[0]}: the experiment sets it per run; use --strategies and --seeds instead"
+        )
     base = ctx.base_config()  # bad --config / --set: fail before anything is written
     module.check(ctx)
     if not hasattr(module, "VARIANTS"):  # sampling checks its own variant names
@@ -235,8 +239,9 @@ def run_experiment(
         names = [s.name for s in todo]
         if len(set(names)) != len(names):
             raise AssertionError(f"experiment {name}: duplicate run names {names}")
-        configs = {s.name: ctx.train_config(dataclasses.replace(s, overrides={**extra, **s.overrides}))
-                   for s in todo}
+        configs = {
+            s.name: ctx.train_config(dataclasses.replace(s, overrides={**extra, **s.overrides})) for s in todo
+        }
         for result in _run_all(ctx, todo, configs, jobs, log, on_task_end):
             done[result.spec.name] = result
             if on_run_end is not None:
@@ -250,15 +255,24 @@ def run_experiment(
         "experiment": name,
         "claim": module.CLAIM,
         "data": str(ctx.data.resolve()),
-        "dataset": {"source": manifest.get("source"), "synthetic": manifest.get("synthetic"),
-                    "n_users": manifest.get("n_users"), "tasks": [t["name"] for t in manifest["tasks"]]},
+        "dataset": {
+            "source": manifest.get("source"),
+            "synthetic": manifest.get("synthetic"),
+            "n_users": manifest.get("n_users"),
+            "tasks": [t["name"] for t in manifest["tasks"]],
+        },
         "seeds": ctx.seeds,
         "strategies": ctx.strategies,
         "quick": quick,
         "settings": settings,
         "runs": [
-            {"name": r.spec.name, "dir": str(r.run_dir.relative_to(ctx.out)), "labels": r.spec.labels,
-             "status": r.status, "tasks": r.metrics["tasks"]}
+            {
+                "name": r.spec.name,
+                "dir": str(r.run_dir.relative_to(ctx.out)),
+                "labels": r.spec.labels,
+                "status": r.status,
+                "tasks": r.metrics["tasks"],
+            }
             for r in done.values()
         ],
         **summary,

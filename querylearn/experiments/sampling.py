@@ -37,9 +37,13 @@ DEFAULT_STRATEGIES = tuple(VARIANTS)
 def check(ctx: ExperimentContext) -> None:
     bad = [s for s in ctx.strategies if s not in VARIANTS]
     if bad:
-        raise ConfigError(f"experiment sampling: unknown variant '{bad[0]}'; choose among {', '.join(VARIANTS)}")
+        raise ConfigError(
+            f"experiment sampling: unknown variant '{bad[0]}'; choose among {', '.join(VARIANTS)}"
+        )
     if "teracon-fixed" in ctx.strategies and "teracon" not in ctx.strategies:
-        raise ConfigError("experiment sampling: teracon-fixed takes its rate from the teracon runs; add teracon")
+        raise ConfigError(
+            "experiment sampling: teracon-fixed takes its rate from the teracon runs; add teracon"
+        )
     if len(load_manifest(ctx.data)["tasks"]) < 2:
         raise ConfigError(f"{ctx.data}: experiment sampling needs at least 2 tasks (retention starts at T2)")
 
@@ -81,8 +85,13 @@ def plan(ctx: ExperimentContext, done: dict[str, RunResult]) -> list[RunSpec]:
                 continue  # planned once the relation-aware run of this seed has finished
             rate = run_stats(ref, rows)["rho"]
             rate = 1.0 if rate is None else float(min(1.0, max(rate, 1e-6)))
-            specs.append(RunSpec(f"teracon-fixed-s{seed}", {"strategy": "teracon-fixed", "seed": seed},
-                                 {**VARIANTS["teracon-fixed"], "teracon.rho_fixed": rate, "seed": seed}))
+            specs.append(
+                RunSpec(
+                    f"teracon-fixed-s{seed}",
+                    {"strategy": "teracon-fixed", "seed": seed},
+                    {**VARIANTS["teracon-fixed"], "teracon.rho_fixed": rate, "seed": seed},
+                )
+            )
     return specs
 
 
@@ -101,27 +110,44 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
             "seconds_per_epoch": mean_std(s["seconds_per_epoch"] for s in stats),
             "rho": mean_std(s["rho"] for s in stats),
             "retained_fraction": mean_std(s["retained_fraction"] for s in stats),
-            "retained_fraction_per_task": {t: mean_std(s["per_task"][t]["retained_fraction"] for s in stats)
-                                           for t in tasks[1:]},
+            "retained_fraction_per_task": {
+                t: mean_std(s["per_task"][t]["retained_fraction"] for s in stats) for t in tasks[1:]
+            },
             "runs": [{"seed": r.spec.labels["seed"], **s} for r, s in zip(runs, stats, strict=True)],
         }
         if variant == "teracon-fixed":
             entry["rho_fixed"] = [r.spec.overrides["teracon.rho_fixed"] for r in runs]
         summary[variant] = entry
-        rows.append([variant, fmt_ms(entry["score_mean"]), *(fmt_ms(entry["score_per_task"][t]) for t in tasks),
-                     fmt_ms(entry["seconds_per_epoch"], ".2f"), fmt_ms(entry["rho"], ".3f"),
-                     fmt_ms(entry["retained_fraction"], ".3f")])
+        rows.append(
+            [
+                variant,
+                fmt_ms(entry["score_mean"]),
+                *(fmt_ms(entry["score_per_task"][t]) for t in tasks),
+                fmt_ms(entry["seconds_per_epoch"], ".2f"),
+                fmt_ms(entry["rho"], ".3f"),
+                fmt_ms(entry["retained_fraction"], ".3f"),
+            ]
+        )
     return {
         "summary": {"variants": summary, "tasks": tasks},
         "tables": [
-            {"title": "Quality, time and users retained per sampling variant (mean ± std over seeds)",
-             "note": "score: R(T_last, T_i); s/epoch, rho and retained: means over the tasks after T1. "
-                     "retained = rows re-used by retention / (past tasks x the task's training examples).",
-             "header": ["variant", "mean score", *tasks, "s/epoch", "rho", "retained"], "rows": rows},
+            {
+                "title": "Quality, time and users retained per sampling variant (mean ± std over seeds)",
+                "note": "score: R(T_last, T_i); s/epoch, rho and retained: means over the tasks after T1. "
+                "retained = rows re-used by retention / (past tasks x the task's training examples).",
+                "header": ["variant", "mean score", *tasks, "s/epoch", "rho", "retained"],
+                "rows": rows,
+            },
         ],
         "figures": [
-            {"file": f"sampling_{key}.png", "kind": "bars", "title": title, "ylabel": ylabel,
-             "groups": list(ctx.strategies), "series": {title: [summary[v][key] for v in ctx.strategies]}}
+            {
+                "file": f"sampling_{key}.png",
+                "kind": "bars",
+                "title": title,
+                "ylabel": ylabel,
+                "groups": list(ctx.strategies),
+                "series": {title: [summary[v][key] for v in ctx.strategies]},
+            }
             for key, title, ylabel in (
                 ("score_mean", "mean final score R(T_last, ·)", "score"),
                 ("seconds_per_epoch", "training seconds per epoch (tasks after T1)", "seconds"),
