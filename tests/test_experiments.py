@@ -15,6 +15,7 @@ from querylearn.data.dataset import load_dataset
 from querylearn.errors import ConfigError
 from querylearn.experiments.noise import NOISY_TASK, chance_score, write_noisy_copy
 from querylearn.experiments.runner import run_experiment
+from querylearn.runinfo import read_run_paths
 
 SEEDS = [0]
 
@@ -198,8 +199,8 @@ def test_init(toy, tmp_path):
     entries = results["summary"]["strategies"]["teracon"]
     assert {e["source"]["source"] for e in entries.values()} >= {"random", "kobert"}
     for variant, entry in entries.items():  # each run starts from its own source's table
-        run = read_json(out / "runs" / f"teracon-{variant}-s0" / "run.json")
-        meta = read_json(f"{run['embeddings']}/meta.json")
+        paths = read_run_paths(out / "runs" / f"teracon-{variant}-s0")  # run.json stores relative paths
+        meta = read_json(paths.embeddings / "meta.json")
         assert meta["config"]["source"] == entry["source"]["source"]
         assert meta["config"]["segment"] == entry["source"]["segment"]
         assert entry["first_task_after_it"]["n"] == 1
