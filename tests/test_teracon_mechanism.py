@@ -17,21 +17,32 @@ from querylearn.models.masking import mask_channel_std, mask_cosine, mask_sparsi
 
 TINY = {"model.channels": 16, "model.dilations": [1, 2], "threads": 1}
 
-# the mechanism options (the defaults of TeraconConfig) and the official revised code's settings
+# the official revised code's settings of every mechanism option
 PARITY = {
     "teracon.mask_reg": 0.0,
     "teracon.mask_reg_tasks": "first",
     "teracon.emb_init": "uniform",
+    "teracon.relation_init": "official",
     "teracon.min_kr_samples": 1,
     "teracon.min_rho": 0.0,
     "teracon.teacher_s": "annealed",
 }
 
 
-# every mechanism option on: channel-specific masks at every task (the fixture's tasks are tiny, so
-# the sparsity term runs at every task and new embeddings start symmetric)
+# the options that make every task's mask channel-specific on this fixture: the sparsity term at
+# every task and symmetric new embeddings (with the official relation init, so that a new task's
+# mask is shaped by the sparsity term rather than by its random initial signs)
 MECHANISM = {"teracon.mask_reg": 0.75, "teracon.mask_reg_tasks": "all", "teracon.emb_init": "symmetric",
-             "teracon.min_kr_samples": 16, "teracon.teacher_s": "smax"}
+             "teracon.relation_init": "official", "teracon.min_kr_samples": 16, "teracon.teacher_s": "smax"}
+
+
+def test_defaults_and_parity_switches():
+    """The defaults differ from the official revised code in three keys (docs/algorithms.md)."""
+    t = TrainConfig().teracon
+    assert (t.min_kr_samples, t.mask_reg, t.mask_reg_tasks, t.relation_init) == (16, 0.75, "first", "identity")
+    assert (t.emb_init, t.min_rho, t.teacher_s) == ("uniform", 0.0, "annealed")
+    p = load_config(TrainConfig, None, PARITY).teracon
+    assert (p.min_kr_samples, p.mask_reg, p.relation_init) == (1, 0.0, "official")
 
 
 # ---- pure maths --------------------------------------------------------------------------------
@@ -58,6 +69,47 @@ def test_mask_options_are_validated():
     for key, bad in (("teracon.mask_reg", -1.0), ("teracon.min_rho", 1.5), ("teracon.emb_init", "normal")):
         with pytest.raises(ConfigError):
             load_config(TrainConfig, None, {key: bad})
+
+
+def _grown(relation_init: str, emb_init: str = "uniform"):
+    """A T1 model whose plain mask switches channels 0-7 off, grown to T2 by the strategy."""
+    from querylearn.continual.protocol import TaskData
+    from querylearn.continual.strategies.teracon import Teracon
+    from querylearn.models.user_encoder import UserEncoder
+
+    def stub(name):
+        return TaskData(name=name, kind="classify", metric="accuracy", n_classes=2, users={}, labels={})
+
+    torch.manual_seed(0)
+    cfg = load_config(TrainConfig, None, {**TINY, "teracon.relation_init": relation_init,
+                                          "teracon.emb_init": emb_init})  # fmt: skip
+    strategy = Teracon(cfg)
+    model = strategy.setup_model(None, [stub("T1")], lambda: UserEncoder(10, cfg.model, masking="relation"))
+    with torch.no_grad():
+        model.masks.task_embedding[0, :, :8] = -1.0  # channels 0-7 off at T1
+    plain = model.all_masks(model.smax)[0].clone()  # [M, C]
+    model = strategy.setup_model(model, [stub("T1"), stub("T2")], None)
+    return plain, model
+
+
+def test_identity_relation_init_keeps_the_first_tasks_mask():
+    plain, model = _grown("identity")
+    relation = model.all_masks(model.smax)  # [2, M, C]
+    assert torch.equal(relation[0] < 0.5, plain < 0.5)  # T1 keeps the channels it switched off
+    assert (relation[0][:, :8] < 1e-3).all() and (relation[0][:, 8:] > 0.999).all()
+    _, official = _grown("official")
+    # official init (w ~ N(0, 0.01²), b = 0.1): every relation-aware mask restarts near σ(0.1 s) ≈ 0.993
+    # on every channel, so T1 loses the channels it had switched off
+    masks = official.all_masks(official.smax)
+    assert (masks > 0.97).all()
+
+
+def test_symmetric_init_draws_new_embeddings_of_both_signs():
+    _, model = _grown("identity", "symmetric")
+    e2 = model.masks.task_embedding[1]
+    assert e2.min() < 0 < e2.max() and e2.abs().max() <= 1.0
+    _, uniform = _grown("identity", "uniform")
+    assert uniform.masks.task_embedding[1].min() >= 0
 
 
 # ---- a fixture whose tasks read disjoint input features -----------------------------------------
@@ -186,3 +238,21 @@ def test_teacher_and_student_past_passes_share_smax(toy, tmp_path, monkeypatch):
         train_sequence(toy, tmp_path / mode, config=load_config(TrainConfig, None, {**base, "teracon.teacher_s": mode}))
     assert seen["smax"] and all(seen["smax"])
     assert not all(seen["annealed"])  # early batches of an epoch run at a small s
+
+
+def test_report_plots_rho_and_mask_sparsity_from_the_logs(runs, tmp_path):
+    from querylearn.continual.results import TrainMetrics
+    from querylearn.report import build_report, mechanism_series
+
+    run = runs["mechanism"]
+    metrics = TrainMetrics.read(run)
+    series = mechanism_series(run, metrics)
+    assert len(series) == sum(metrics.epochs) and [r["step"] for r in series] == list(range(1, len(series) + 1))
+    assert [r["task"] for r in series] == [t for t, n in zip(metrics.tasks, metrics.epochs, strict=True) for _ in range(n)]
+    t4 = [r for r in series if r["task"] == "T4"]
+    want = _records(run, "04-T4")
+    assert [r["rho"] for r in t4] == [w["rho_mean"] for w in want]
+    assert t4[-1]["off"]["T4"] == pytest.approx(np.mean(want[-1]["mask_off"]["T4"]))
+    md = build_report(run, tmp_path / "rep").read_text(encoding="utf-8")
+    assert (tmp_path / "rep" / "figures" / f"mechanism_{run.name}.png").is_file()
+    assert f"figures/mechanism_{run.name}.png" in md

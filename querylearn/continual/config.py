@@ -61,17 +61,19 @@ class TeraconConfig:
 
     alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
     "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
-    subset per past task and batch (1 = parity; fixes B5). min_rho: floor of rho (0 = parity).
+    subset per past task and batch (official: 1, fixes B5; default 16). min_rho: floor of rho (0 =
+    parity).
     teacher_s: "annealed" (parity, B8: teacher, student past-task passes and rho at the annealed
     s_b) or "smax" (all three at smax, the scale the past tasks are evaluated at). masks:
     "relation" or "plain" (ablation). mask_reg: weight c of the HAT-style mask-sparsity term
-    c · mean(m^t) on the learning task's masks at s_b (0 = parity with the revised code; the
-    original code used 0.75 at T1); mask_reg_tasks: "first" (T1 only, as the original code) or
+    c · mean(m^t) on the learning task's masks at s_b (the revised code: 0; default 0.75 at T1, the
+    original code's term); mask_reg_tasks: "first" (T1 only, as the original code) or
     "all" (every task). emb_init: "uniform" (parity: U(model.task_emb_low, model.task_emb_high))
     or "symmetric" (U(-a, a), a = (high - low) / 2, so tanh(s e) has both signs across channels).
-    relation_init: "official" (parity: relation weights N(0, 0.01²), bias 0.1, so every relation-aware
-    mask starts at σ(0.1 s) on every channel) or "identity" (own-task weight 1, bias 0: a task's
-    relation-aware mask starts as σ(s tanh(s e^t)), keeping the channels its plain mask switched off).
+    relation_init: "identity" (default: own-task weight 1, bias 0, so a task's relation-aware mask
+    starts as σ(s tanh(s e^t)), keeping the channels its plain mask switched off) or "official"
+    (relation weights N(0, 0.01²), bias 0.1: every relation-aware mask restarts at σ(0.1 s) on
+    every channel). Official revised code: min_kr_samples 1, mask_reg 0, relation_init "official".
     kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE over
     ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more classes;
     bounds the memory of retention on a large next_query vocabulary).
@@ -84,14 +86,14 @@ class TeraconConfig:
     rho_init: float = 0.9
     rho_sharpness: float = 6.0
     rho_mode: Literal["relation", "all"] = "relation"
-    min_kr_samples: int = 1
+    min_kr_samples: int = 16
     min_rho: float = 0.0
     teacher_s: Literal["annealed", "smax"] = "annealed"
     masks: Literal["relation", "plain"] = "relation"
-    mask_reg: float = 0.0
+    mask_reg: float = 0.75
     mask_reg_tasks: Literal["first", "all"] = "first"
     emb_init: Literal["uniform", "symmetric"] = "uniform"
-    relation_init: Literal["official", "identity"] = "official"
+    relation_init: Literal["official", "identity"] = "identity"
     kr_logits: Literal["full", "sampled"] = "full"
     kr_classes: int = 1024
     cos_eps: float = 1e-6
