@@ -256,3 +256,12 @@ def test_report_plots_rho_and_mask_sparsity_from_the_logs(runs, tmp_path):
     md = build_report(run, tmp_path / "rep").read_text(encoding="utf-8")
     assert (tmp_path / "rep" / "figures" / f"mechanism_{run.name}.png").is_file()
     assert f"figures/mechanism_{run.name}.png" in md
+
+
+def test_min_rho_floors_the_sampling_rate(toy, tmp_path):
+    over = {**TINY, "tasks": ["T1", "T2"], "t1.max_epochs": 1, "t2.max_epochs": 2, "t2.batch_size": 32,
+            "teracon.min_kr_samples": 1, "teracon.min_rho": 0.5}  # fmt: skip
+    train_sequence(toy, tmp_path / "run", config=load_config(TrainConfig, None, over))
+    for rec in _records(tmp_path / "run", "02-T2"):
+        assert rec["rho_mean"]["T1"] >= 0.5  # ρ = 1 − σ(6 cos) < 0.5 for positive masks: the floor binds
+        assert rec["retained_per_batch"]["T1"] >= 8  # at least half of a batch's distinct users
