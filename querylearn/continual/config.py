@@ -63,14 +63,15 @@ class TeraconConfig:
     teacher_s: "annealed" (parity, B8: teacher, student past-task passes and rho at the annealed
     s_b) or "smax" (all three at smax, the scale the past tasks are evaluated at). masks:
     "relation" or "plain" (ablation). mask_reg: weight c of the HAT-style mask-sparsity term
-    c · mean(m^t) on the learning task's masks at s_b (the revised code: 0; default 0.75 at T1, the
-    original code's term); mask_reg_tasks: "first" (T1 only, as the original code) or
+    c · mean(m^t) on the learning task's masks at s_b (default 0 as the revised code; the original
+    code used 0.75 at T1); mask_reg_tasks: "first" (T1 only, as the original code) or
     "all" (every task). emb_init: "uniform" (parity: U(model.task_emb_low, model.task_emb_high))
     or "symmetric" (U(-a, a), a = (high - low) / 2, so tanh(s e) has both signs across channels).
-    relation_init: "identity" (default: own-task weight 1, bias 0, so a task's relation-aware mask
-    starts as σ(s tanh(s e^t)), keeping the channels its plain mask switched off) or "official"
-    (relation weights N(0, 0.01²), bias 0.1: every relation-aware mask restarts at σ(0.1 s) on
-    every channel). Official revised code: min_kr_samples 1, mask_reg 0, relation_init "official".
+    relation_init: "official" (default, parity: relation weights N(0, 0.01²), bias 0.1, so every
+    relation-aware mask restarts at σ(0.1 s) on every channel) or "identity" (own-task weight 1, bias
+    0: a task's relation-aware mask starts as σ(s tanh(s e^t)), keeping the channels its plain mask
+    switched off; a new task's mask is then exactly 1 at smax). The only default that differs from
+    the official revised code is min_kr_samples (16; official 1).
     kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE over
     ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more classes;
     bounds the memory of retention on a large next_query vocabulary).
@@ -87,10 +88,10 @@ class TeraconConfig:
     min_rho: float = 0.0
     teacher_s: Literal["annealed", "smax"] = "annealed"
     masks: Literal["relation", "plain"] = "relation"
-    mask_reg: float = 0.75
+    mask_reg: float = 0.0
     mask_reg_tasks: Literal["first", "all"] = "first"
     emb_init: Literal["uniform", "symmetric"] = "uniform"
-    relation_init: Literal["official", "identity"] = "identity"
+    relation_init: Literal["official", "identity"] = "official"
     kr_logits: Literal["full", "sampled"] = "full"
     kr_classes: int = 1024
     cos_eps: float = 1e-6

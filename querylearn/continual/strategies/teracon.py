@@ -4,7 +4,8 @@ pseudo-labels from a frozen teacher and relation-aware user sampling.
 Per batch of task n (n >= 2), for every past task j (Eq. 9, 10, 14-16, 18 per [R]):
   S_j = random subset of the batch's users, |S_j| = max(min_kr_samples, floor(U · rho_j))
   ŷ_j  = teacher head_j(teacher(X[S_j]; m^j_teacher(s_t)))      (no gradient)
-  ŷ'_j = head_j(model(X[S_j]; m^j(s_b)))                          (relation-aware masks)
+  ŷ'_j = head_j(model(X[S_j]; m^j(s_t)))                          (relation-aware masks)
+  s_t = s_b (teacher_s = "annealed", parity) or smax (teacher_s = "smax") for both passes
   L = CE_new + α Σ_j (rho_j / Σ_k rho_k) MSE(ŷ'_j, ŷ_j) [+ c · mean(m^new(s_b))]
   rho_j <- max(min_rho, 1 - mean_l σ(6 cos(m^j_teacher, m^new)))  for the next batch (all j in one
            op; teacher_s = "smax" computes the teacher pass, the student's past-task passes and
