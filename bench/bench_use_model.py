@@ -98,42 +98,110 @@ def main() -> None:
         lab[~lab["user_id"].isin(new)].to_csv(out / f"{name}.csv", index=False)
     (out / "tasks.toml").write_text(
         '[[task]]\nname = "T1"\nkind = "next_query"\n\n[[task]]\nname = "T2"\nkind = "multi_target"\n'
-        'labels = "T2.csv"\n\n[[task]]\nname = "T7"\nkind = "classify"\nlabels = "T7.csv"\n', encoding="utf-8")
-    cli("prepare", "files", "--queries", out / "known.csv", "--tasks", out / "tasks.toml", "--seq-len", "30",
-        "--out", out / "ds")
+        'labels = "T2.csv"\n\n[[task]]\nname = "T7"\nkind = "classify"\nlabels = "T7.csv"\n',
+        encoding="utf-8",
+    )
+    cli(
+        "prepare",
+        "files",
+        "--queries",
+        out / "known.csv",
+        "--tasks",
+        out / "tasks.toml",
+        "--seq-len",
+        "30",
+        "--out",
+        out / "ds",
+    )
     # the text source: sentencepiece trained on the known queries (subwords), random BERT, subword mean
     known_queries = sorted(known_log["query"].unique())
     kobert_tiny.corpus_lines = lambda n=0, seed=0: known_queries
     model_dir = kobert_tiny.build_tiny_kobert(out / "kobert", hidden=64, vocab_size=3000, max_positions=64)
     cli("embed-init", "--data", out / "ds", "--source", "kobert", "--model", model_dir, "--out", out / "emb")
     t_train = time.perf_counter()
-    cli("train-sequence", "--data", out / "ds", "--out", out / "run", "--embeddings", out / "emb",
-        "--epochs", args.epochs, "--tasks", args.tasks, "--seed", str(args.seed), "--threads", "1", "--no-progress",
-        "--model.channels", str(args.channels), "--model.dilations", "[1, 2, 1, 2]")
+    cli(
+        "train-sequence",
+        "--data",
+        out / "ds",
+        "--out",
+        out / "run",
+        "--embeddings",
+        out / "emb",
+        "--epochs",
+        args.epochs,
+        "--tasks",
+        args.tasks,
+        "--seed",
+        str(args.seed),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--model.channels",
+        str(args.channels),
+        "--model.dilations",
+        "[1, 2, 1, 2]",
+    )
     t_train = time.perf_counter() - t_train
     cli("export-model", "--run", out / "run", "--out", out / "model", "--task", "T7")
     cli("export-users", "--run", out / "run", "--out", out / "export.parquet", "--task", "T7")
-    cli("export-users", "--run", out / "run", "--out", out / "export-test.parquet", "--task", "T7", "--users", "test")
-    results: dict = {"users": args.users, "known_users": len(users) - len(new), "new_user_count": len(new),
-                     "tasks": args.tasks, "epochs": args.epochs, "train_seconds": round(t_train, 1),
-                     "R": (out / "run" / "R.csv").read_text(encoding="utf-8")}
+    cli(
+        "export-users",
+        "--run",
+        out / "run",
+        "--out",
+        out / "export-test.parquet",
+        "--task",
+        "T7",
+        "--users",
+        "test",
+    )
+    results: dict = {
+        "users": args.users,
+        "known_users": len(users) - len(new),
+        "new_user_count": len(new),
+        "tasks": args.tasks,
+        "epochs": args.epochs,
+        "train_seconds": round(t_train, 1),
+        "R": (out / "run" / "R.csv").read_text(encoding="utf-8"),
+    }
 
     # 1. closeness on the held-out (test split) users of the known dataset
-    cli("embed-users", "--model", out / "model", "--queries", out / "known.csv", "--out", out / "known-emb.parquet")
+    cli(
+        "embed-users",
+        "--model",
+        out / "model",
+        "--queries",
+        out / "known.csv",
+        "--out",
+        out / "known-emb.parquet",
+    )
     ids_t, vec_t, _ = read_user_vectors(out / "export-test.parquet")
     ids_k, vec_k, _ = read_user_vectors(out / "known-emb.parquet")
     pos = {u: i for i, u in enumerate(ids_k)}
     mine = vec_k[[pos[u] for u in ids_t]]
     cos = (mine * vec_t).sum(1) / (np.linalg.norm(mine, axis=1) * np.linalg.norm(vec_t, axis=1) + 1e-12)
-    results["closeness_test_users"] = {"n": len(ids_t), "max_abs_diff": float(np.abs(mine - vec_t).max()),
-                                       "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+    results["closeness_test_users"] = {
+        "n": len(ids_t),
+        "max_abs_diff": float(np.abs(mine - vec_t).max()),
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+    }
 
     # 2. new users: map vs unk, ridge probe trained on the known training users' export vectors
     infos = {}
     vecs = {}
     for rule in ("map", "unk"):
-        cli("embed-users", "--model", out / "model", "--queries", out / "new.csv", "--out",
-            out / f"new-{rule}.parquet", "--unseen", rule)
+        cli(
+            "embed-users",
+            "--model",
+            out / "model",
+            "--queries",
+            out / "new.csv",
+            "--out",
+            out / f"new-{rule}.parquet",
+            "--unseen",
+            rule,
+        )
         ids_n, vecs[rule], infos[rule] = read_user_vectors(out / f"new-{rule}.parquet")
     ids_e, vec_e, _ = read_user_vectors(out / "export.parquet")
     from querylearn.data.dataset import load_dataset
@@ -142,7 +210,10 @@ def main() -> None:
     from querylearn.pretrained import UserEncoder
 
     enc = UserEncoder.from_pretrained(out / "model")
-    hist = {u: list(g["query"]) for u, g in new_log.sort_values(["user_id", "timestamp"], kind="stable").groupby("user_id")}
+    hist = {
+        u: list(g["query"])
+        for u, g in new_log.sort_values(["user_id", "timestamp"], kind="stable").groupby("user_id")
+    }
     last_unseen = np.array([enc.vocab.index.get(normalize_query(hist[u][-1])) is None for u in ids_n])
     train_rows = [i for i, u in enumerate(ds.user_ids) if ds.user_split[i] == 0]
     assert ids_e == ds.user_ids
@@ -153,8 +224,11 @@ def main() -> None:
         y_new = label_matrix(gen.labels[task], ids_n, classes)
         rows = [r for r in train_rows if y_known[r].any()]
         has = y_new.any(axis=1)
-        probe[task] = {"n_new_users": int(has.sum()), "n_train_users": len(rows),
-                       "majority": float(y_new[has].mean(0).max())}
+        probe[task] = {
+            "n_new_users": int(has.sum()),
+            "n_train_users": len(rows),
+            "majority": float(y_new[has].mean(0).max()),
+        }
         probe[task]["n_last_query_unseen"] = int((has & last_unseen).sum())
         for rule in ("map", "unk"):
             scores = ridge_probe(vec_e[rows], y_known[rows], vecs[rule][has])
@@ -162,7 +236,8 @@ def main() -> None:
             probe[task][rule] = float(hit.mean())
             probe[task][f"{rule}_last_query_unseen"] = float(hit[last_unseen[has]].mean())
     cos_mu = (vecs["map"] * vecs["unk"]).sum(1) / (
-        np.linalg.norm(vecs["map"], axis=1) * np.linalg.norm(vecs["unk"], axis=1) + 1e-12)
+        np.linalg.norm(vecs["map"], axis=1) * np.linalg.norm(vecs["unk"], axis=1) + 1e-12
+    )
     results["new_users"] = {
         "positions": infos["map"]["positions"],
         "unseen_positions": infos["map"]["unseen_mapped_positions"] + infos["map"]["unseen_unk_positions"],
@@ -194,8 +269,11 @@ def main() -> None:
             t_build = time.perf_counter() - t
             t = time.perf_counter()
             found = np.array([[n.row for n in r] for r in index.search(q, 10)])
-            entry[f"ef{ef}"] = {"recall@10": round(recall_at_k(found, truth), 4), "build_s": round(t_build, 3),
-                                "search_s": round(time.perf_counter() - t, 3)}
+            entry[f"ef{ef}"] = {
+                "recall@10": round(recall_at_k(found, truth), 4),
+                "build_s": round(t_build, 3),
+                "search_s": round(time.perf_counter() - t, 3),
+            }
         ann[name] = entry
     results["ann"] = ann
     results["seconds"] = round(time.perf_counter() - t0, 1)

@@ -42,7 +42,9 @@ def read_queries(path: str | Path) -> list[str]:
     """Queries of a text file (one per line) or of a Parquet file's ``query`` column."""
     path = Path(path)
     if not path.is_file():
-        raise QuerylearnError(f"{path}: queries file not found (one query per line, or Parquet with a 'query' column)")
+        raise QuerylearnError(
+            f"{path}: queries file not found (one query per line, or Parquet with a 'query' column)"
+        )
     if not is_parquet(path):
         return read_queries_file(path)
     import pyarrow as pa
@@ -53,8 +55,11 @@ def read_queries(path: str | Path) -> list[str]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     if "query" not in schema.names:
-        raise DataError(path, f"missing column 'query' (found: {', '.join(schema.names[:8]) or 'none'})",
-                        fix="name the column of query texts 'query'")
+        raise DataError(
+            path,
+            f"missing column 'query' (found: {', '.join(schema.names[:8]) or 'none'})",
+            fix="name the column of query texts 'query'",
+        )
     column = pq.read_table(path, columns=["query"]).column("query")
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise DataError(path, f"column 'query' has type {column.type}, expected strings")
@@ -96,12 +101,14 @@ def write_vectors(out: str | Path, inputs: list[str], result: QueryVectors, tabl
         "n_empty": int(result.empty.sum()),
         "counts": result.counts,
     }
-    frame = pa.table({
-        "query": pa.array([str(q) for q in inputs], type=pa.string()),
-        "normalised": pa.array(result.queries, type=pa.string()),
-        "embedding": vectors_column(result.vectors),
-        "in_vocab": pa.array(result.in_vocab, type=pa.bool_()),
-        "empty": pa.array(result.empty, type=pa.bool_()),
-    }).replace_schema_metadata({"querylearn": json.dumps(meta, ensure_ascii=False)})
+    frame = pa.table(
+        {
+            "query": pa.array([str(q) for q in inputs], type=pa.string()),
+            "normalised": pa.array(result.queries, type=pa.string()),
+            "embedding": vectors_column(result.vectors),
+            "in_vocab": pa.array(result.in_vocab, type=pa.bool_()),
+            "empty": pa.array(result.empty, type=pa.bool_()),
+        }
+    ).replace_schema_metadata({"querylearn": json.dumps(meta, ensure_ascii=False)})
     write_parquet(out, frame)
     return Path(out)

@@ -66,27 +66,72 @@ class PreparedDataset:
     manifest: dict = field(repr=False)
 
 
-def prepare(source: str, out: str | Path, *, users: int | None = None, seed: int = 0, noisy_task: bool = False,
-            path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
-            interactions: str | Path | None = None, items: str | Path | None = None, seq_len: int | None = None,
-            min_count: int = 1, min_label_count: int = 1, split: str = "user",
-            exclude_last_interaction: bool = False) -> PreparedDataset:
+def prepare(
+    source: str,
+    out: str | Path,
+    *,
+    users: int | None = None,
+    seed: int = 0,
+    noisy_task: bool = False,
+    path: str | Path | None = None,
+    queries: str | Path | None = None,
+    tasks: str | Path | None = None,
+    interactions: str | Path | None = None,
+    items: str | Path | None = None,
+    seq_len: int | None = None,
+    min_count: int = 1,
+    min_label_count: int = 1,
+    split: str = "user",
+    exclude_last_interaction: bool = False,
+) -> PreparedDataset:
     """``querylearn prepare SOURCE --out OUT``: source "synthetic" | "movielens-100k" | "kmrd" | "teracon" |
     "files". ``users`` / ``seq_len`` None: the source's defaults (docs/data.md)."""
     from querylearn.data.build import BuildOptions
     from querylearn.data.sources import prepare as prepare_source
 
-    opts = BuildOptions(seq_len=seq_len, min_count=min_count, min_label_count=min_label_count, split=split,
-                        seed=seed, exclude_last_interaction=exclude_last_interaction)
-    m = prepare_source(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
-                       tasks=tasks, interactions=interactions, items=items)
-    return PreparedDataset(Path(out), m["source"], bool(m["synthetic"]), int(m["n_users"]), int(m["vocab_size"]),
-                           int(m["seq_len"]), [t["name"] for t in m["tasks"]], m)
+    opts = BuildOptions(
+        seq_len=seq_len,
+        min_count=min_count,
+        min_label_count=min_label_count,
+        split=split,
+        seed=seed,
+        exclude_last_interaction=exclude_last_interaction,
+    )
+    m = prepare_source(
+        source,
+        out,
+        opts,
+        users=users,
+        noisy_task=noisy_task,
+        path=path,
+        queries=queries,
+        tasks=tasks,
+        interactions=interactions,
+        items=items,
+    )
+    return PreparedDataset(
+        Path(out),
+        m["source"],
+        bool(m["synthetic"]),
+        int(m["n_users"]),
+        int(m["vocab_size"]),
+        int(m["seq_len"]),
+        [t["name"] for t in m["tasks"]],
+        m,
+    )
 
 
-def embed_init(data: str | Path, out: str | Path, *, source: str = "random", model: str | None = None,
-               pooling: str | None = None, segment: str = "none", dim: int | None = None,
-               seed: int = 0) -> EmbeddingTable:
+def embed_init(
+    data: str | Path,
+    out: str | Path,
+    *,
+    source: str = "random",
+    model: str | None = None,
+    pooling: str | None = None,
+    segment: str = "none",
+    dim: int | None = None,
+    seed: int = 0,
+) -> EmbeddingTable:
     """``querylearn embed-init``: the query-vector table (``vectors`` [V, D], ``queries``, ``meta``)."""
     from querylearn.embeddings import embed_init as build
     from querylearn.embeddings import resolve_config
@@ -115,9 +160,17 @@ class TrainResult:
         return {t: v for t, v in zip(self.tasks, self.R[-1], strict=True) if v is not None}
 
 
-def train_sequence(data: str | Path, out: str | Path, *, embeddings: str | Path | None = None,
-                   strategy: str | None = None, tasks: list[str] | None = None, seed: int | None = None,
-                   config: str | Path | None = None, overrides: dict | None = None) -> TrainResult:
+def train_sequence(
+    data: str | Path,
+    out: str | Path,
+    *,
+    embeddings: str | Path | None = None,
+    strategy: str | None = None,
+    tasks: list[str] | None = None,
+    seed: int | None = None,
+    config: str | Path | None = None,
+    overrides: dict | None = None,
+) -> TrainResult:
     """``querylearn train-sequence``: ``overrides`` are dotted config keys, e.g.
     ``{"model.channels": 64, "t1.max_epochs": 5}`` (the CLI's ``--model.channels 64``)."""
     from querylearn.config import load_config
@@ -130,8 +183,16 @@ def train_sequence(data: str | Path, out: str | Path, *, embeddings: str | Path 
             values[key] = list(value) if key == "tasks" else value
     cfg = load_config(TrainConfig, config, values)
     m = train(data, out, config=cfg, embeddings=embeddings)
-    return TrainResult(Path(out), m["strategy"], list(m["tasks"]), list(m["metric"]), m["R"],
-                       m["bwt"].get("mean"), m["fwt"].get("mean"), m)
+    return TrainResult(
+        Path(out),
+        m["strategy"],
+        list(m["tasks"]),
+        list(m["metric"]),
+        m["R"],
+        m["bwt"].get("mean"),
+        m["fwt"].get("mean"),
+        m,
+    )
 
 
 @dataclass(frozen=True)
@@ -148,8 +209,14 @@ class UserVectors:
         return int(self.vectors.shape[1])
 
 
-def export_users(run: str | Path, out: str | Path | None = None, *, task: str | None = None, users: str = "all",
-                 wide: bool = False) -> UserVectors:
+def export_users(
+    run: str | Path,
+    out: str | Path | None = None,
+    *,
+    task: str | None = None,
+    users: str = "all",
+    wide: bool = False,
+) -> UserVectors:
     """``querylearn export-users``; with ``out=None`` nothing is written (vectors in memory only)."""
     from querylearn import export
 
@@ -180,9 +247,20 @@ class ColdstartResult:
         return self.methods[method][group][metric]
 
 
-def coldstart_eval(data: str | Path, out: str | Path, *, runs: list[str | Path] = (), after_tasks: list[str] = (),
-                   users_from: list[str | Path] = (), model: str = "neumf", negatives: int = 99, seed: int = 0,
-                   cold_fraction: float = 0.0, epochs: int | None = None, threads: int = 1) -> ColdstartResult:
+def coldstart_eval(
+    data: str | Path,
+    out: str | Path,
+    *,
+    runs: list[str | Path] = (),
+    after_tasks: list[str] = (),
+    users_from: list[str | Path] = (),
+    model: str = "neumf",
+    negatives: int = 99,
+    seed: int = 0,
+    cold_fraction: float = 0.0,
+    epochs: int | None = None,
+    threads: int = 1,
+) -> ColdstartResult:
     """``querylearn coldstart-eval``: NCF with each run's (after each task) or file's user vectors
     against the baselines, for warm and cold users."""
     from querylearn.config import load_config
@@ -192,8 +270,18 @@ def coldstart_eval(data: str | Path, out: str | Path, *, runs: list[str | Path] 
     from querylearn.recsys.report import write_report
     from querylearn.recsys.representations import read_user_parquet, representations_from_runs
 
-    config = load_config(ColdstartConfig, None, {"negatives": negatives, "seed": seed, "cold_fraction": cold_fraction,
-                                                 "threads": threads, "ncf.model": model, "ncf.epochs": epochs})
+    config = load_config(
+        ColdstartConfig,
+        None,
+        {
+            "negatives": negatives,
+            "seed": seed,
+            "cold_fraction": cold_fraction,
+            "threads": threads,
+            "ncf.model": model,
+            "ncf.epochs": epochs,
+        },
+    )
     sources = [read_user_parquet(p) for p in users_from]
     sources += representations_from_runs([Path(r) for r in runs], list(after_tasks)) if runs else []
     report = evaluate(load_dataset(data), sources, config)

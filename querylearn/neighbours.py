@@ -38,7 +38,9 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def exact_search(base: np.ndarray, queries: np.ndarray, k: int, *, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    base: np.ndarray, queries: np.ndarray, k: int, *, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows of ``base`` [N, D] by inner product for each of ``queries`` [Q, D] (both already
     normalised). -> (rows int64 [Q, k'], scores float32 [Q, k']) with k' = min(k, N); order: score
     descending, then row ascending."""
@@ -60,7 +62,9 @@ def exact_search(base: np.ndarray, queries: np.ndarray, k: int, *, block: int = 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of the true top-k rows ([Q, k]) that ``found`` ([Q, k]) contains."""
-    hits = [len(set(f.tolist()) & set(t.tolist())) / max(len(t), 1) for f, t in zip(found, truth, strict=True)]
+    hits = [
+        len(set(f.tolist()) & set(t.tolist())) / max(len(t), 1) for f, t in zip(found, truth, strict=True)
+    ]
     return float(np.mean(hits)) if hits else 1.0
 
 
@@ -78,8 +82,18 @@ class VectorIndex:
     "exact" or "hnsw". ``m``, ``ef_construction``, ``ef_search``: HNSW graph degree and beam widths.
     """
 
-    def __init__(self, vectors: np.ndarray, keys: list[str], *, method: str = "auto", exact_below: int = EXACT_BELOW,
-                 m: int = 32, ef_construction: int = 200, ef_search: int = 128, threads: int = 0):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        keys: list[str],
+        *,
+        method: str = "auto",
+        exact_below: int = EXACT_BELOW,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        threads: int = 0,
+    ):
         if method not in METHODS:
             raise QuerylearnError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -91,7 +105,9 @@ class VectorIndex:
         self._rows = np.flatnonzero(valid)  # index position -> table row
         self._base = normalise_rows(vectors[valid])
         if method == "hnsw" and not have_faiss():
-            raise QuerylearnError("--method hnsw needs faiss: pip install 'querylearn[ann]' (or use --method exact)")
+            raise QuerylearnError(
+                "--method hnsw needs faiss: pip install 'querylearn[ann]' (or use --method exact)"
+            )
         if method == "auto":
             method = "hnsw" if len(self._base) >= exact_below and have_faiss() else "exact"
         self.method = method
@@ -113,7 +129,9 @@ class VectorIndex:
     def row_of(self, key: str) -> int | None:
         return self._pos.get(key)
 
-    def search(self, queries: np.ndarray, k: int, *, exclude: list[int | None] | None = None) -> list[list[Neighbour]]:
+    def search(
+        self, queries: np.ndarray, k: int, *, exclude: list[int | None] | None = None
+    ) -> list[list[Neighbour]]:
         """k nearest rows to each of ``queries`` [Q, D]; ``exclude[q]``: a table row left out of q's
         answer (the query's own row)."""
         if k < 1:
@@ -160,15 +178,24 @@ def _query_vectors(emb, text_model: str | None):
     emb = Path(emb)
     if (emb / CONFIG_FILE).is_file():
         encoder = UserEncoder.from_pretrained(emb, text_model=text_model)
-        return encoder.input_vectors(), list(encoder.vocab.queries), lambda t: encoder.unseen_query_vectors(t)[0]
+        return (
+            encoder.input_vectors(),
+            list(encoder.vocab.queries),
+            lambda t: encoder.unseen_query_vectors(t)[0],
+        )
     from querylearn.embeddings import QueryEncoder, load_embedding_table
 
     table = load_embedding_table(emb)
-    return np.asarray(table.vectors), list(table.queries), lambda t: QueryEncoder(table, model=text_model).embed(t).vectors
+    return (
+        np.asarray(table.vectors),
+        list(table.queries),
+        lambda t: QueryEncoder(table, model=text_model).embed(t).vectors,
+    )
 
 
-def query_neighbours(emb, queries: list[str], k: int = 10, *, method: str = "auto",
-                     text_model: str | None = None) -> list[NeighbourResult]:
+def query_neighbours(
+    emb, queries: list[str], k: int = 10, *, method: str = "auto", text_model: str | None = None
+) -> list[NeighbourResult]:
     """The ``k`` queries of ``emb`` (embed-init table or export-model folder) nearest to each query.
 
     A query in the vocabulary is looked up (and left out of its own answer); another one is embedded
@@ -183,12 +210,22 @@ def query_neighbours(emb, queries: list[str], k: int = 10, *, method: str = "aut
     embedded = dict(zip(missing, embed(missing), strict=True)) if missing else {}
     qvecs = np.stack([embedded[t] if r is None else vectors[2 + r] for t, r in zip(texts, rows, strict=True)])
     found = index.search(qvecs, k, exclude=rows)
-    return [NeighbourResult(repr(q), f, index.method, r is None)
-            for q, f, r in zip(queries, found, rows, strict=True)]
+    return [
+        NeighbourResult(repr(q), f, index.method, r is None)
+        for q, f, r in zip(queries, found, rows, strict=True)
+    ]
 
 
-def user_neighbours(users, *, user_ids: list[str] = (), queries: list[str] = (), model=None, k: int = 10,
-                    method: str = "auto", text_model: str | None = None) -> list[NeighbourResult]:
+def user_neighbours(
+    users,
+    *,
+    user_ids: list[str] = (),
+    queries: list[str] = (),
+    model=None,
+    k: int = 10,
+    method: str = "auto",
+    text_model: str | None = None,
+) -> list[NeighbourResult]:
     """The ``k`` users of the Parquet file ``users`` nearest to each of ``user_ids`` (left out of their
     own answer) and to a user whose only query is each of ``queries`` (encoded by the model folder
     ``model``, which must be the one that wrote ``users``)."""
@@ -206,7 +243,9 @@ def user_neighbours(users, *, user_ids: list[str] = (), queries: list[str] = (),
         labels.append(f"user {u}")
     if queries:
         if model is None:
-            raise QuerylearnError("--users with --query needs --model DIR to embed the query as a one-query user")
+            raise QuerylearnError(
+                "--users with --query needs --model DIR to embed the query as a one-query user"
+            )
         from querylearn.pretrained import UserEncoder
 
         encoder = UserEncoder.from_pretrained(model, text_model=text_model)

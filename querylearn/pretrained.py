@@ -65,7 +65,9 @@ def pick_checkpoint(run_dir: str | Path, task: str | None = None) -> tuple[Path,
     run_dir = Path(run_dir)
     paths = sorted((run_dir / "checkpoints").glob("*.json"))
     if not paths:
-        raise ArtifactError(f"{run_dir}: no checkpoints; train first with 'querylearn train-sequence --out {run_dir}'")
+        raise ArtifactError(
+            f"{run_dir}: no checkpoints; train first with 'querylearn train-sequence --out {run_dir}'"
+        )
     last = read_checkpoint_meta(paths[-1])
     seen = list(last["tasks_seen"])
     task = task or seen[-1]
@@ -89,8 +91,13 @@ def _build_module(config: dict, vocab_size: int, weights: dict[str, torch.Tensor
     """Constructor + add_task per head + strict load (the same growth path as checkpoints)."""
     cfg = dict(config["model_config"])
     cfg["dilations"] = tuple(cfg["dilations"])
-    model = EncoderModule(vocab_size, ModelConfig(**cfg), masking=config["masking"],
-                          embedding_dim=int(config["embedding_dim"]), smax=float(config["smax"]))
+    model = EncoderModule(
+        vocab_size,
+        ModelConfig(**cfg),
+        masking=config["masking"],
+        embedding_dim=int(config["embedding_dim"]),
+        smax=float(config["smax"]),
+    )
     for name, n_classes in config["heads"]:
         model.add_task(name, int(n_classes))
     model.load_state_dict(weights, strict=True)
@@ -111,9 +118,13 @@ class EncodedUsers:
     n_empty_histories: int = 0  # users with no usable query (all-padding input)
 
     def describe(self) -> dict:
-        return {"positions": self.n_positions, "unseen_mapped_positions": self.n_unseen_mapped,
-                "unseen_unk_positions": self.n_unseen_unk, "unseen_mapped_queries": len(self.unseen_mapped),
-                "empty_histories": self.n_empty_histories}
+        return {
+            "positions": self.n_positions,
+            "unseen_mapped_positions": self.n_unseen_mapped,
+            "unseen_unk_positions": self.n_unseen_unk,
+            "unseen_mapped_queries": len(self.unseen_mapped),
+            "empty_histories": self.n_empty_histories,
+        }
 
 
 class UserEncoder:
@@ -123,9 +134,17 @@ class UserEncoder:
     (QueryVocab), ``config`` (config.json), ``tasks``, ``default_task``, ``seq_len``, ``smax``, ``dim``.
     """
 
-    def __init__(self, module: EncoderModule, vocab: QueryVocab, config: dict, *, path: Path | None = None,
-                 table_dir: Path | None = None, unseen: UnseenQueryEmbedder | None = None,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        module: EncoderModule,
+        vocab: QueryVocab,
+        config: dict,
+        *,
+        path: Path | None = None,
+        table_dir: Path | None = None,
+        unseen: UnseenQueryEmbedder | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.module = module.to(device).eval()
         self.vocab = vocab
         self.config = config
@@ -136,8 +155,9 @@ class UserEncoder:
 
     # ---- loading ----------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        text_model: str | None = None) -> UserEncoder:
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", text_model: str | None = None
+    ) -> UserEncoder:
         """Load DIR written by ``export-model`` / ``save_pretrained``. ``text_model``: a local folder
         with the embed-init source model, when it moved since the table was built."""
         from safetensors.torch import load_file
@@ -155,7 +175,9 @@ class UserEncoder:
             )
         vocab = QueryVocab.load(path / VOCAB_FILE)
         if len(vocab) != int(config["vocab_size"]):
-            raise ArtifactError(f"{path / VOCAB_FILE}: {len(vocab)} queries, config.json says {config['vocab_size']}")
+            raise ArtifactError(
+                f"{path / VOCAB_FILE}: {len(vocab)} queries, config.json says {config['vocab_size']}"
+            )
         if not (path / WEIGHTS_FILE).is_file():
             raise ArtifactError(f"{path / WEIGHTS_FILE}: file not found")
         try:
@@ -231,8 +253,9 @@ class UserEncoder:
         return self._unseen.embed(queries)
 
     # ---- users ------------------------------------------------------------------------------------
-    def sequences(self, histories: list[list[str]], *, unseen: str = "map",
-                  normalized: bool = False) -> tuple[np.ndarray, list[str], int]:
+    def sequences(
+        self, histories: list[list[str]], *, unseen: str = "map", normalized: bool = False
+    ) -> tuple[np.ndarray, list[str], int]:
         """Histories (oldest first) -> (ids int64 [N, seq_len] left-padded, distinct unseen queries,
         unseen positions). Unseen query j gets id V + j when ``unseen == "map"`` and the model can map
         it, else ``<unk>``."""
@@ -258,7 +281,7 @@ class UserEncoder:
                         n = norm_cache[q] = normalize_query(str(q))
                     if n:
                         queries.append(n)
-            queries = queries[-self.seq_len:]
+            queries = queries[-self.seq_len :]
             ids = []
             for q in queries:
                 i = index.get(q)
@@ -267,12 +290,19 @@ class UserEncoder:
                     i = n_vocab + extra.setdefault(q, len(extra)) if mapping else UNK_ID
                 ids.append(i)
             if ids:
-                seqs[row, self.seq_len - len(ids):] = ids
+                seqs[row, self.seq_len - len(ids) :] = ids
         return seqs, list(extra), n_unseen
 
     @torch.no_grad()
-    def encode_detailed(self, histories: list[list[str]], task: str | None = None, *, unseen: str = "map",
-                        batch_size: int = 1024, normalized: bool = False) -> EncodedUsers:
+    def encode_detailed(
+        self,
+        histories: list[list[str]],
+        task: str | None = None,
+        *,
+        unseen: str = "map",
+        batch_size: int = 1024,
+        normalized: bool = False,
+    ) -> EncodedUsers:
         """Like :meth:`encode`, with counts of unseen queries (mapped or ``<unk>``)."""
         task = task or self.default_task
         if task not in self.tasks:
@@ -294,12 +324,27 @@ class UserEncoder:
         out = np.zeros((len(seqs), self.dim), dtype=np.float32)
         for start in range(0, len(seqs), batch_size):
             ids = torch.as_tensor(seqs[start : start + batch_size], device=self.device)  # [b, L]
-            out[start : start + len(ids)] = module.encode(ids, masks, task=task).float().cpu().numpy()  # [b, C]
-        return EncodedUsers(out, task, int((seqs != PAD_ID).sum()), n_mapped, n_unk_unseen, mapped,
-                            int((seqs == PAD_ID).all(axis=1).sum()))
+            out[start : start + len(ids)] = (
+                module.encode(ids, masks, task=task).float().cpu().numpy()
+            )  # [b, C]
+        return EncodedUsers(
+            out,
+            task,
+            int((seqs != PAD_ID).sum()),
+            n_mapped,
+            n_unk_unseen,
+            mapped,
+            int((seqs == PAD_ID).all(axis=1).sum()),
+        )
 
-    def encode(self, histories: list[list[str]], task: str | None = None, *, unseen: str = "map",
-               batch_size: int = 1024) -> np.ndarray:
+    def encode(
+        self,
+        histories: list[list[str]],
+        task: str | None = None,
+        *,
+        unseen: str = "map",
+        batch_size: int = 1024,
+    ) -> np.ndarray:
         """Raw query histories (one list per user, oldest first) -> user vectors float32 [N, C].
 
         ``task``: whose mask to use (default: the exported task). ``unseen``: "map" (queries outside
@@ -338,8 +383,9 @@ class ExportedModel:
     map_fit: dict | None
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, *, task: str | None = None,
-                 ridge: float = 1e-3) -> ExportedModel:
+def export_model(
+    run_dir: str | Path, out_dir: str | Path, *, task: str | None = None, ridge: float = 1e-3
+) -> ExportedModel:
     """Write the self-contained model folder for ``task``'s model of a train-sequence run."""
     from querylearn.embeddings import load_embedding_table
 
@@ -350,8 +396,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, task: str | None =
     manifest = load_manifest(paths.data)
     vocab = QueryVocab.load(paths.data / VOCAB_FILE)
     if len(vocab) != module.item_embedding.num_embeddings:
-        raise ArtifactError(f"{paths.data}: vocabulary size {len(vocab)} differs from the checkpoint's "
-                            f"{module.item_embedding.num_embeddings}")
+        raise ArtifactError(
+            f"{paths.data}: vocabulary size {len(vocab)} differs from the checkpoint's "
+            f"{module.item_embedding.num_embeddings}"
+        )
     table_meta = None
     unseen: UnseenQueryEmbedder | None = None
     has_table = paths.embeddings is not None and (paths.embeddings / "meta.json").is_file()
@@ -389,7 +437,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, task: str | None =
             "rule": "map" if unseen is not None else "unk",
             "map": None if unseen is None else {"file": MAP_FILE, **unseen.map.describe()},
         },
-        "query_table": None if table_meta is None else {
+        "query_table": None
+        if table_meta is None
+        else {
             "dir": TABLE_DIR if has_table else None,
             "source": table_meta.get("source"),
             "method": table_meta.get("method"),
@@ -401,12 +451,23 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, task: str | None =
             "checkpoint": ckpt.name,
             "strategy": meta.get("strategy"),
             "tasks_seen": meta.get("tasks_seen"),
-            "dataset": {"source": manifest.get("source"), "synthetic": manifest.get("synthetic"),
-                        "n_users": manifest.get("n_users")},
+            "dataset": {
+                "source": manifest.get("source"),
+                "synthetic": manifest.get("synthetic"),
+                "n_users": manifest.get("n_users"),
+            },
         },
     }
-    encoder = UserEncoder(module, vocab, config, path=out_dir, table_dir=paths.embeddings if has_table else None,
-                          unseen=unseen)
+    encoder = UserEncoder(
+        module, vocab, config, path=out_dir, table_dir=paths.embeddings if has_table else None, unseen=unseen
+    )
     encoder.save_pretrained(out_dir)
-    return ExportedModel(out_dir, task, list(module.task_names), int(module.config.channels), len(vocab),
-                         config["unseen_queries"]["rule"], config["unseen_queries"]["map"])
+    return ExportedModel(
+        out_dir,
+        task,
+        list(module.task_names),
+        int(module.config.channels),
+        len(vocab),
+        config["unseen_queries"]["rule"],
+        config["unseen_queries"]["map"],
+    )

@@ -41,8 +41,14 @@ class LinearMap:
         return (np.asarray(x, dtype=np.float64) @ self.weight + self.bias).astype(np.float32)
 
     def describe(self) -> dict:
-        return {"method": "ridge least squares (centred)", "n_fit": self.n_fit, "ridge": self.ridge,
-                "r2": round(self.r2, 6), "from_dim": int(self.weight.shape[0]), "to_dim": int(self.weight.shape[1])}
+        return {
+            "method": "ridge least squares (centred)",
+            "n_fit": self.n_fit,
+            "ridge": self.ridge,
+            "r2": round(self.r2, 6),
+            "from_dim": int(self.weight.shape[0]),
+            "to_dim": int(self.weight.shape[1]),
+        }
 
 
 def fit_linear_map(source: np.ndarray, target: np.ndarray, *, ridge: float = DEFAULT_RIDGE) -> LinearMap:
@@ -82,8 +88,13 @@ def load_map(path: str | Path) -> LinearMap:
     with safe_open(str(path), framework="numpy") as fh:
         meta = fh.metadata() or {}
         weight, bias = fh.get_tensor("weight"), fh.get_tensor("bias")
-    return LinearMap(weight, bias, float(meta.get("r2", "nan")), int(meta.get("n_fit", 0)),
-                     float(meta.get("ridge", DEFAULT_RIDGE)))
+    return LinearMap(
+        weight,
+        bias,
+        float(meta.get("r2", "nan")),
+        int(meta.get("n_fit", 0)),
+        float(meta.get("ridge", DEFAULT_RIDGE)),
+    )
 
 
 def can_embed_text(table_meta: dict | None) -> bool:

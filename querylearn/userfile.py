@@ -34,7 +34,9 @@ def vectors_column(vectors: np.ndarray):
     import pyarrow as pa
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1]
+    )
 
 
 def user_vectors_table(user_ids: list[str], vectors: np.ndarray, info: dict, *, wide: bool = False):
@@ -77,8 +79,11 @@ def embedding_matrix(path: str | Path, column) -> np.ndarray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     typ = column.type
     if not (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)):
-        raise DataError(path, f"column '{EMBEDDING}' has type {typ}, expected a list of float32",
-                        fix="write it with 'querylearn export-users' or as fixed_size_list<float32>")
+        raise DataError(
+            path,
+            f"column '{EMBEDDING}' has type {typ}, expected a list of float32",
+            fix="write it with 'querylearn export-users' or as fixed_size_list<float32>",
+        )
     value_type = typ.value_type
     if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
         raise DataError(path, f"column '{EMBEDDING}' holds {value_type}, expected float32")
@@ -88,13 +93,18 @@ def embedding_matrix(path: str | Path, column) -> np.ndarray:
     if len(column) == 0:
         return np.zeros((0, typ.list_size if pa.types.is_fixed_size_list(typ) else 0), dtype=np.float32)
     lengths = (
-        np.full(len(column), typ.list_size) if pa.types.is_fixed_size_list(typ)
+        np.full(len(column), typ.list_size)
+        if pa.types.is_fixed_size_list(typ)
         else column.value_lengths().to_numpy(zero_copy_only=False)
     )
     if (lengths != lengths[0]).any():
         row = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise DataError(path, f"'{EMBEDDING}' of row {row + 1} has {lengths[row]} values, row 1 has {lengths[0]}",
-                        row=row + 1, fix="every vector must have the same length")
+        raise DataError(
+            path,
+            f"'{EMBEDDING}' of row {row + 1} has {lengths[row]} values, row 1 has {lengths[0]}",
+            row=row + 1,
+            fix="every vector must have the same length",
+        )
     flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return flat.reshape(len(column), int(lengths[0]))
 
@@ -106,22 +116,30 @@ def read_user_vectors(path: str | Path) -> tuple[list[str], np.ndarray, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found", fix="write it with 'querylearn export-users' or 'embed-users'")
+        raise DataError(
+            path, "file not found", fix="write it with 'querylearn export-users' or 'embed-users'"
+        )
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({str(exc).splitlines()[0]})") from None
     columns = table.column_names
     if "user_id" not in columns:
-        raise DataError(path, f"missing column 'user_id' (found: {', '.join(columns[:8])})",
-                        fix="columns user_id + embedding (or v0..v{D-1})")
+        raise DataError(
+            path,
+            f"missing column 'user_id' (found: {', '.join(columns[:8])})",
+            fix="columns user_id + embedding (or v0..v{D-1})",
+        )
     if EMBEDDING in columns:
         vectors = embedding_matrix(path, table.column(EMBEDDING))
     else:
         vec_cols = sorted((int(m.group(1)), c) for c in columns if (m := _VEC.match(c)))
         if not vec_cols or [i for i, _ in vec_cols] != list(range(len(vec_cols))):
-            raise DataError(path, "no 'embedding' column and no contiguous v0..v{D-1} columns",
-                            fix="write it with 'querylearn export-users'")
+            raise DataError(
+                path,
+                "no 'embedding' column and no contiguous v0..v{D-1} columns",
+                fix="write it with 'querylearn export-users'",
+            )
         vectors = np.column_stack(
             [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for _, c in vec_cols]
         )

@@ -30,21 +30,38 @@ class EmbeddedUsers:
     info: dict
 
 
-def read_histories(log: str | Path, seq_len: int, *, chunk_rows: int = CHUNK_ROWS) -> tuple[list[str], list[list[str]], dict]:
+def read_histories(
+    log: str | Path, seq_len: int, *, chunk_rows: int = CHUNK_ROWS
+) -> tuple[list[str], list[list[str]], dict]:
     """(user_ids in natural order, normalised histories oldest first (last ``seq_len``), counts)."""
     acc = LogAccumulator(seq_len)
     acc.read_file(log, chunk_rows)
     kept = acc.kept
     user_ids = natural_sorted(kept["user_id"].unique())
     grouped = {u: list(g["query"]) for u, g in kept.groupby("user_id", sort=False)}
-    return user_ids, [grouped[u] for u in user_ids], {"rows": acc.rows_read, "dropped_empty_query": acc.dropped_empty}
+    return (
+        user_ids,
+        [grouped[u] for u in user_ids],
+        {"rows": acc.rows_read, "dropped_empty_query": acc.dropped_empty},
+    )
 
 
-def embed_users(model: str | Path | UserEncoder, log: str | Path, out: str | Path, *, task: str | None = None,
-                unseen: str = "map", wide: bool = False, batch_size: int = 1024,
-                chunk_rows: int = CHUNK_ROWS, text_model: str | None = None) -> EmbeddedUsers:
+def embed_users(
+    model: str | Path | UserEncoder,
+    log: str | Path,
+    out: str | Path,
+    *,
+    task: str | None = None,
+    unseen: str = "map",
+    wide: bool = False,
+    batch_size: int = 1024,
+    chunk_rows: int = CHUNK_ROWS,
+    text_model: str | None = None,
+) -> EmbeddedUsers:
     """Embed every user of ``log`` with the model folder ``model`` and write the Parquet file ``out``."""
-    encoder = model if isinstance(model, UserEncoder) else UserEncoder.from_pretrained(model, text_model=text_model)
+    encoder = (
+        model if isinstance(model, UserEncoder) else UserEncoder.from_pretrained(model, text_model=text_model)
+    )
     user_ids, histories, counts = read_histories(log, encoder.seq_len, chunk_rows=chunk_rows)
     encoded = encoder.encode_detailed(histories, task, unseen=unseen, batch_size=batch_size, normalized=True)
     info = {

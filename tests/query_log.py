@@ -11,7 +11,10 @@ from pathlib import Path
 
 from kobert_tiny import WORDS
 
-TASKS_TOML = '[[task]]\nname = "T1"\nkind = "next_query"\n\n[[task]]\nname = "T2"\nkind = "classify"\nlabels = "labels.csv"\n'
+TASKS_TOML = (
+    '[[task]]\nname = "T1"\nkind = "next_query"\n\n'
+    '[[task]]\nname = "T2"\nkind = "classify"\nlabels = "labels.csv"\n'
+)
 
 
 def topic_words(topic: int) -> list[str]:

@@ -15,8 +15,15 @@ def test_api_doc_example_runs(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"{DOC}:block{i + 1}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "cold HR@10 with the run's vectors:" in out
-    for name in ("work/data/dataset.json", "work/emb/vectors.npy", "work/run/metrics.json", "work/users.parquet",
-                 "work/coldstart/report.json", "work/model/model.safetensors", "work/new.parquet"):
+    for name in (
+        "work/data/dataset.json",
+        "work/emb/vectors.npy",
+        "work/run/metrics.json",
+        "work/users.parquet",
+        "work/coldstart/report.json",
+        "work/model/model.safetensors",
+        "work/new.parquet",
+    ):
         assert (tmp_path / name).is_file(), name
 
 
@@ -28,7 +35,15 @@ def test_top_level_api_names():
 
     for name in querylearn._API:  # a submodule of the same name would shadow the function
         assert not isinstance(getattr(querylearn, name), types.ModuleType), name
-    for name in ("prepare", "embed_init", "train_sequence", "export_users", "coldstart_eval", "UserEncoder",
-                 "export_model", "embed_users"):
+    for name in (
+        "prepare",
+        "embed_init",
+        "train_sequence",
+        "export_users",
+        "coldstart_eval",
+        "UserEncoder",
+        "export_model",
+        "embed_users",
+    ):
         assert callable(getattr(querylearn, name)), name
     assert callable(querylearn.UserEncoder.from_pretrained)

@@ -69,7 +69,19 @@ def test_cli_query_and_user_neighbours(toy, tmp_path, capsys):
     from querylearn.userfile import write_user_vectors
 
     with pytest.raises(SystemExit):
-        main(["embed-init", "--data", str(toy), "--source", "random", "--dim", "8", "--out", str(tmp_path / "emb")])
+        main(
+            [
+                "embed-init",
+                "--data",
+                str(toy),
+                "--source",
+                "random",
+                "--dim",
+                "8",
+                "--out",
+                str(tmp_path / "emb"),
+            ]
+        )
     vocab = QueryVocab.load(tmp_path / "emb" / "vocab.json")
     x = table_with_duplicates(len(vocab))
     x[0] = 0.0

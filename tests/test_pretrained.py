@@ -34,8 +34,17 @@ def work(tmp_path_factory):
     base = tmp_path_factory.mktemp("use")
     log, tasks = query_log.write_topic_log(base / "raw")
     cli("prepare", "files", "--queries", log, "--tasks", tasks, "--seq-len", "6", "--out", base / "ds")
-    cli("embed-init", "--data", base / "ds", "--source", "kobert", "--model", kobert_tiny.tiny_kobert_dir(),
-        "--out", base / "emb")
+    cli(
+        "embed-init",
+        "--data",
+        base / "ds",
+        "--source",
+        "kobert",
+        "--model",
+        kobert_tiny.tiny_kobert_dir(),
+        "--out",
+        base / "emb",
+    )
     cli("train-sequence", "--data", base / "ds", "--out", base / "run", "--embeddings", base / "emb", *TRAIN)
     cli("export-model", "--run", base / "run", "--out", base / "model")
     cli("train-sequence", "--data", base / "ds", "--out", base / "run-random", *TRAIN)
@@ -53,8 +62,14 @@ def test_model_folder_layout(work):
     assert config["default_task"] == "T2" and [h[0] for h in config["heads"]] == ["T1", "T2"]
     assert config["normalisation"]["rule"] == "querylearn.nfc-v1" and config["normalisation"]["seq_len"] == 6
     assert config["unseen_queries"]["rule"] == "map" and config["query_table"]["source"] == "kobert"
-    for name in ("model.safetensors", "vocab.json", "query_map.safetensors", "query_table/vectors.npy",
-                 "query_table/meta.json", "query_table/vocab.json"):
+    for name in (
+        "model.safetensors",
+        "vocab.json",
+        "query_map.safetensors",
+        "query_table/vectors.npy",
+        "query_table/meta.json",
+        "query_table/vocab.json",
+    ):
         assert (work / "model" / name).is_file(), name
     random_config = json.loads((work / "model-random" / "config.json").read_text(encoding="utf-8"))
     assert random_config["unseen_queries"]["rule"] == "unk" and random_config["query_table"] is None
@@ -76,7 +91,9 @@ def test_encode_applies_the_normalisation(work):
     enc = UserEncoder.from_pretrained(work / "model")
     query = enc.vocab.queries[2]  # e.g. "캠핑 의자": Hangul, no Latin
     canonical = enc.encode([[query, query]])
-    noisy = enc.encode([[f"  {query.replace(' ', '　')}\u200b ", "", "   ", query]])  # ideographic space, ZWSP
+    noisy = enc.encode(
+        [[f"  {query.replace(' ', '　')}\u200b ", "", "   ", query]]
+    )  # ideographic space, ZWSP
     assert np.array_equal(canonical, noisy)
     # only the last seq_len (6) queries count
     q2 = enc.vocab.queries[3]
@@ -85,8 +102,15 @@ def test_encode_applies_the_normalisation(work):
 
 def test_embed_users_on_the_raw_log_equals_export_users(work, tmp_path):
     cli("export-users", "--run", work / "run", "--out", tmp_path / "export.parquet")
-    cli("embed-users", "--model", work / "model", "--queries", work / "raw" / "log.csv",
-        "--out", tmp_path / "log.parquet")
+    cli(
+        "embed-users",
+        "--model",
+        work / "model",
+        "--queries",
+        work / "raw" / "log.csv",
+        "--out",
+        tmp_path / "log.parquet",
+    )
     ids_a, vec_a, _ = read_user_vectors(tmp_path / "export.parquet")
     ids_b, vec_b, info = read_user_vectors(tmp_path / "log.parquet")
     assert ids_a == ids_b and np.array_equal(vec_a, vec_b)
@@ -97,8 +121,16 @@ def test_embed_users_on_the_raw_log_equals_export_users(work, tmp_path):
     import pandas as pd
 
     pd.read_csv(work / "raw" / "log.csv", dtype=str).to_parquet(tmp_path / "log-in.parquet")
-    cli("embed-users", "--model", work / "model", "--queries", tmp_path / "log-in.parquet",
-        "--out", tmp_path / "log2.parquet", "--wide")
+    cli(
+        "embed-users",
+        "--model",
+        work / "model",
+        "--queries",
+        tmp_path / "log-in.parquet",
+        "--out",
+        tmp_path / "log2.parquet",
+        "--wide",
+    )
     ids_c, vec_c, info_c = read_user_vectors(tmp_path / "log2.parquet")
     assert ids_c == ids_a and np.array_equal(vec_c, vec_a) and info_c["layout"] == "wide"
     assert pq.read_schema(tmp_path / "log2.parquet").names[:3] == ["user_id", "v0", "v1"]
@@ -107,8 +139,9 @@ def test_embed_users_on_the_raw_log_equals_export_users(work, tmp_path):
 def test_an_unseen_query_gets_a_mapped_vector(work, tmp_path):
     enc = UserEncoder.from_pretrained(work / "model")
     words = query_log.topic_words(0)
-    unseen = next(f"{a} {b} {c}" for a in words for b in words for c in words
-                  if f"{a} {b} {c}" not in enc.vocab.index)
+    unseen = next(
+        f"{a} {b} {c}" for a in words for b in words for c in words if f"{a} {b} {c}" not in enc.vocab.index
+    )
     assert enc.maps_unseen_queries
     mapped = enc.encode_detailed([[unseen]])
     as_unk = enc.encode_detailed([[unseen]], unseen="unk")
@@ -133,7 +166,9 @@ def test_an_unseen_query_gets_a_mapped_vector(work, tmp_path):
     assert int(np.argmax(cos[2:])) + 2 == enc.vocab.index[known]
     # embed-users reports the mapped query
     log = tmp_path / "new.csv"
-    log.write_text(f"user_id,timestamp,query\nnew1,1,{enc.vocab.queries[2]}\nnew1,2,{unseen}\n", encoding="utf-8")
+    log.write_text(
+        f"user_id,timestamp,query\nnew1,1,{enc.vocab.queries[2]}\nnew1,2,{unseen}\n", encoding="utf-8"
+    )
     cli("embed-users", "--model", work / "model", "--queries", log, "--out", tmp_path / "new.parquet")
     _, vec, info = read_user_vectors(tmp_path / "new.parquet")
     assert info["unseen_mapped_positions"] == 1 and info["unseen_mapped_queries"] == 1
@@ -167,8 +202,10 @@ def test_a_moved_run_directory_still_exports(work, tmp_path):
     assert run_meta["data"] == "../ds" and run_meta["embeddings"] == "../emb"
     cli("export-model", "--run", moved / "run", "--out", moved / "model")
     ids, vecs = export_user_representations(moved / "run")
-    assert np.array_equal(UserEncoder.from_pretrained(moved / "model").encode(
-        dataset_histories(load_dataset(moved / "ds"))), vecs)
+    assert np.array_equal(
+        UserEncoder.from_pretrained(moved / "model").encode(dataset_histories(load_dataset(moved / "ds"))),
+        vecs,
+    )
 
 
 def test_errors(work, tmp_path):
@@ -213,8 +250,11 @@ def test_neighbours_through_the_model(work, tmp_path):
 
     enc = UserEncoder.from_pretrained(work / "model")
     # an unseen reordering "b a" of a known query "a b" has the same subword mean: "a b" comes first
-    known = next(q for q in enc.vocab.queries[2:] if len(set(q.split())) == 2
-                 and " ".join(q.split()[::-1]) not in enc.vocab.index)
+    known = next(
+        q
+        for q in enc.vocab.queries[2:]
+        if len(set(q.split())) == 2 and " ".join(q.split()[::-1]) not in enc.vocab.index
+    )
     swapped = " ".join(known.split()[::-1])
     (res,) = query_neighbours(work / "model", [swapped], k=3)
     assert res.embedded and res.neighbours[0].key == known and res.method == "exact"
@@ -222,7 +262,9 @@ def test_neighbours_through_the_model(work, tmp_path):
     assert not res.embedded and all(n.key != known for n in res.neighbours)
     # users: the one whose only query is q is nearest to "a user who searched q"
     queries = enc.vocab.queries[2:8]
-    write_user_vectors(tmp_path / "u.parquet", [f"user{i}" for i in range(6)], enc.encode([[q] for q in queries]), {})
+    write_user_vectors(
+        tmp_path / "u.parquet", [f"user{i}" for i in range(6)], enc.encode([[q] for q in queries]), {}
+    )
     (res,) = user_neighbours(tmp_path / "u.parquet", queries=[queries[3]], model=work / "model", k=2)
     assert res.neighbours[0].key == "user3" and res.neighbours[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(QuerylearnError, match="--model"):

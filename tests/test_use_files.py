@@ -43,7 +43,9 @@ def test_user_vectors_layouts_round_trip(tmp_path):
 
 
 def test_user_vectors_list_column_errors(tmp_path):
-    table = pa.table({"user_id": ["a", "b"], "embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))})
+    table = pa.table(
+        {"user_id": ["a", "b"], "embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))}
+    )
     pq.write_table(table, tmp_path / "ragged.parquet")
     with pytest.raises(DataError, match="row 2"):
         read_user_vectors(tmp_path / "ragged.parquet")
@@ -55,11 +57,32 @@ def test_user_vectors_list_column_errors(tmp_path):
 def test_export_users_writes_the_embedding_column(toy, tmp_path):
     from querylearn.export import export_user_representations
 
-    assert run_cli("train-sequence", "--data", toy, "--out", tmp_path / "run", "--epochs", "1", "--tasks", "T1,T2",
-                   "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1", "--no-progress") == 0
+    assert (
+        run_cli(
+            "train-sequence",
+            "--data",
+            toy,
+            "--out",
+            tmp_path / "run",
+            "--epochs",
+            "1",
+            "--tasks",
+            "T1,T2",
+            "--model.channels",
+            "8",
+            "--model.dilations",
+            "[1]",
+            "--threads",
+            "1",
+            "--no-progress",
+        )
+        == 0
+    )
     assert run_cli("export-users", "--run", tmp_path / "run", "--out", tmp_path / "u.parquet") == 0
     schema = pq.read_schema(tmp_path / "u.parquet")
-    assert schema.names == ["user_id", "embedding"] and schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    assert schema.names == ["user_id", "embedding"] and schema.field("embedding").type == pa.list_(
+        pa.float32(), 8
+    )
     ids, vecs, info = read_user_vectors(tmp_path / "u.parquet")
     want_ids, want = export_user_representations(tmp_path / "run")
     assert ids == want_ids and np.array_equal(vecs, want) and info["kind"] == "user-representations"
@@ -68,8 +91,20 @@ def test_export_users_writes_the_embedding_column(toy, tmp_path):
 @pytest.fixture(scope="module")
 def kobert_table(toy, tmp_path_factory):
     out = tmp_path_factory.mktemp("kq") / "emb"
-    assert run_cli("embed-init", "--data", toy, "--source", "kobert", "--model", kobert_tiny.tiny_kobert_dir(),
-                   "--out", out) == 0
+    assert (
+        run_cli(
+            "embed-init",
+            "--data",
+            toy,
+            "--source",
+            "kobert",
+            "--model",
+            kobert_tiny.tiny_kobert_dir(),
+            "--out",
+            out,
+        )
+        == 0
+    )
     return out
 
 
@@ -77,10 +112,30 @@ def test_embed_queries_parquet_in_and_out(kobert_table, tmp_path):
     queries = ["검색어3", "캠핑 의자", "", "ＬＥＤ 조명"]
     (tmp_path / "q.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
     pq.write_table(pa.table({"id": [1, 2, 3, 4], "query": queries}), tmp_path / "q.parquet")
-    assert run_cli("embed-queries", "--emb", kobert_table, "--queries", tmp_path / "q.txt",
-                   "--out", tmp_path / "v.npy") == 0
-    assert run_cli("embed-queries", "--emb", kobert_table, "--queries", tmp_path / "q.parquet",
-                   "--out", tmp_path / "v.parquet") == 0
+    assert (
+        run_cli(
+            "embed-queries",
+            "--emb",
+            kobert_table,
+            "--queries",
+            tmp_path / "q.txt",
+            "--out",
+            tmp_path / "v.npy",
+        )
+        == 0
+    )
+    assert (
+        run_cli(
+            "embed-queries",
+            "--emb",
+            kobert_table,
+            "--queries",
+            tmp_path / "q.parquet",
+            "--out",
+            tmp_path / "v.parquet",
+        )
+        == 0
+    )
     want = np.load(tmp_path / "v.npy")
     table = pq.read_table(tmp_path / "v.parquet")
     assert table.column_names == ["query", "normalised", "embedding", "in_vocab", "empty"]
@@ -94,10 +149,30 @@ def test_embed_queries_parquet_in_and_out(kobert_table, tmp_path):
     assert meta["kind"] == "query-vectors" and meta["n_queries"] == 4 and meta["n_in_vocab"] == 1
     # a Parquet file without a 'query' column, and a text output suffix, are refused in one line
     pq.write_table(pa.table({"text": queries}), tmp_path / "noq.parquet")
-    assert run_cli("embed-queries", "--emb", kobert_table, "--queries", tmp_path / "noq.parquet",
-                   "--out", tmp_path / "x.npy") == 1
-    assert run_cli("embed-queries", "--emb", kobert_table, "--queries", tmp_path / "q.txt",
-                   "--out", tmp_path / "x.parquet.txt") == 1
+    assert (
+        run_cli(
+            "embed-queries",
+            "--emb",
+            kobert_table,
+            "--queries",
+            tmp_path / "noq.parquet",
+            "--out",
+            tmp_path / "x.npy",
+        )
+        == 1
+    )
+    assert (
+        run_cli(
+            "embed-queries",
+            "--emb",
+            kobert_table,
+            "--queries",
+            tmp_path / "q.txt",
+            "--out",
+            tmp_path / "x.parquet.txt",
+        )
+        == 1
+    )
     assert not (tmp_path / "x.parquet.txt").exists() and not (tmp_path / "x.npy").exists()
 
 
@@ -110,9 +185,33 @@ def test_output_files_follow_the_umask(toy, tmp_path, umask):
         write_json(tmp_path / "a.json", {"x": 1})
         write_npy(tmp_path / "a.npy", np.zeros(3))
         write_user_vectors(tmp_path / "u.parquet", ["a"], np.zeros((1, 2)), {})
-        assert run_cli("embed-init", "--data", toy, "--source", "random", "--dim", "4", "--out", tmp_path / "emb") == 0
-        assert run_cli("train-sequence", "--data", toy, "--out", tmp_path / "run", "--epochs", "1", "--tasks", "T1",
-                       "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1", "--no-progress") == 0
+        assert (
+            run_cli(
+                "embed-init", "--data", toy, "--source", "random", "--dim", "4", "--out", tmp_path / "emb"
+            )
+            == 0
+        )
+        assert (
+            run_cli(
+                "train-sequence",
+                "--data",
+                toy,
+                "--out",
+                tmp_path / "run",
+                "--epochs",
+                "1",
+                "--tasks",
+                "T1",
+                "--model.channels",
+                "8",
+                "--model.dilations",
+                "[1]",
+                "--threads",
+                "1",
+                "--no-progress",
+            )
+            == 0
+        )
         assert run_cli("export-users", "--run", tmp_path / "run", "--out", tmp_path / "users.parquet") == 0
         assert run_cli("export-model", "--run", tmp_path / "run", "--out", tmp_path / "model") == 0
     finally:
