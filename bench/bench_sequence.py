@@ -195,8 +195,13 @@ def _fmt(ms: dict | None, digits: int = 4) -> str:
     return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
-def markdown(summary: dict, title: str, reference: dict | None = None, extra_rows: list[list[str]] | None = None,
-             protocol: list[str] | None = None) -> str:
+def markdown(
+    summary: dict,
+    title: str,
+    reference: dict | None = None,
+    extra_rows: list[list[str]] | None = None,
+    protocol: list[str] | None = None,
+) -> str:
     tasks, metric = summary["tasks"], summary["metric"]
     head = ["strategy", "seeds"] + [f"{t} ({m})" for t, m in zip(tasks, metric, strict=True)]
     head += ["mean", "FWT", "BWT", "s/epoch"]

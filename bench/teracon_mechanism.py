@@ -84,7 +84,9 @@ def summarise_run(run: Path) -> dict:
         out[f"off {t}"] = float((masks[i] < 0.5).mean())
     if len(names) > 1:
         flat = masks.reshape(len(names), -1).astype(np.float64)
-        out["cos T1-T2"] = float(flat[0] @ flat[1] / max(np.linalg.norm(flat[0]) * np.linalg.norm(flat[1]), 1e-12))
+        out["cos T1-T2"] = float(
+            flat[0] @ flat[1] / max(np.linalg.norm(flat[0]) * np.linalg.norm(flat[1]), 1e-12)
+        )
     last = last[1:] if len(last) > 1 else last
     for j, t in enumerate(tasks[:-1]):
         rhos = [r["rho_mean"][t] for r in last if "rho_mean" in r]
@@ -115,8 +117,11 @@ def table(rows: dict[str, list[dict]]) -> str:
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             digits = 4 if abs(mean) < 0.1 else 3
             cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}" if len(vals) > 1 else f"{mean:.{digits}f}")
-        cells.append("; ".join(",".join(f"{e}({b})" for e, b in zip(r["epochs"], r["best_epoch"], strict=True))
-                               for r in runs))
+        cells.append(
+            "; ".join(
+                ",".join(f"{e}({b})" for e, b in zip(r["epochs"], r["best_epoch"], strict=True)) for r in runs
+            )
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -126,7 +131,9 @@ def _complete(run: Path) -> bool:
     return len(m["R"]) == len(m["tasks"]) and all(v is not None for v in m["R"][-1])
 
 
-def _continue_t1(data: Path, root: Path, group: str, group_over: dict, run: Path, base: dict, over: dict) -> None:
+def _continue_t1(
+    data: Path, root: Path, group: str, group_over: dict, run: Path, base: dict, over: dict
+) -> None:
     """Train (once) T1 with the group's settings, then copy it to ``run`` and learn the later tasks
     with the group's and the variant's settings."""
     import dataclasses
@@ -142,11 +149,13 @@ def _continue_t1(data: Path, root: Path, group: str, group_over: dict, run: Path
     if not (t1_run / "metrics.json").is_file():
         if t1_run.exists():
             raise SystemExit(f"{t1_run}: an unfinished run; remove it first")
-        train_sequence(data, t1_run, config=load_config(TrainConfig, None, {**base, **group_over,
-                                                                            "tasks": tasks[:1]}))
+        train_sequence(
+            data, t1_run, config=load_config(TrainConfig, None, {**base, **group_over, "tasks": tasks[:1]})
+        )
     shutil.copytree(t1_run, run)
-    (run / "config.toml").write_text(dump_toml(dataclasses.replace(full, tasks=tuple(tasks[:1]))),
-                                     encoding="utf-8")
+    (run / "config.toml").write_text(
+        dump_toml(dataclasses.replace(full, tasks=tuple(tasks[:1]))), encoding="utf-8"
+    )
     for task in tasks[1:]:
         train_sequence(resume=run, add_task=task)
 
@@ -182,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = load_config(TrainConfig, None, {**base, **over, "seed": seed})
                     train_sequence(args.data, run, config=cfg)
                 else:
-                    _continue_t1(args.data, args.root, group, groups[group], run, {**base, "seed": seed}, over)
+                    _continue_t1(
+                        args.data, args.root, group, groups[group], run, {**base, "seed": seed}, over
+                    )
                 print(f"done {name} seed {seed}", file=sys.stderr, flush=True)
             rows.setdefault(name, []).append(summarise_run(run))
     text = table(rows)

@@ -32,8 +32,14 @@ PARITY = {
 # the options that make every task's mask channel-specific on this fixture: the sparsity term at
 # every task and symmetric new embeddings (with the official relation init, so that a new task's
 # mask is shaped by the sparsity term rather than by its random initial signs)
-MECHANISM = {"teracon.mask_reg": 0.75, "teracon.mask_reg_tasks": "all", "teracon.emb_init": "symmetric",
-             "teracon.relation_init": "official", "teracon.min_kr_samples": 16, "teracon.teacher_s": "smax"}
+MECHANISM = {
+    "teracon.mask_reg": 0.75,
+    "teracon.mask_reg_tasks": "all",
+    "teracon.emb_init": "symmetric",
+    "teracon.relation_init": "official",
+    "teracon.min_kr_samples": 16,
+    "teracon.teacher_s": "smax",
+}
 
 
 def test_defaults_and_parity_switches():
@@ -130,7 +136,15 @@ def make_disjoint_dataset(out, n_users=480, seed=0):
 
     def classify(name, labels):
         return TaskArrays(
-            name, "classify", "accuracy", users, labels, split, 5, names, np.bincount(labels, minlength=5).tolist()
+            name,
+            "classify",
+            "accuracy",
+            users,
+            labels,
+            split,
+            5,
+            names,
+            np.bincount(labels, minlength=5).tolist(),
         )
 
     tasks = [
@@ -189,7 +203,9 @@ def test_every_epoch_logs_the_mechanism(runs):
         cos = np.array(rec["mask_cosine"]["matrix"])
         assert rec["mask_cosine"]["tasks"] == ["T1", "T2", "T3", "T4"] and cos.shape == (4, 4)
         assert np.allclose(np.diag(cos), 1.0) and np.allclose(cos, cos.T)
-        assert set(rec["rho_mean"]) == {"T1", "T2", "T3"} and set(rec["retained_per_batch"]) == set(rec["rho_mean"])
+        assert set(rec["rho_mean"]) == {"T1", "T2", "T3"} and set(rec["retained_per_batch"]) == set(
+            rec["rho_mean"]
+        )
         # the floor of 16 users per past task, at most the 32 users of a batch
         assert all(16 <= k <= 32 for k in rec["retained_per_batch"].values())
         assert rec["train_loss"] > 0 and rec["train_retention"] >= 0 and rec["train_mask_reg"] > 0
@@ -234,7 +250,9 @@ def test_teacher_and_student_past_passes_share_smax(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(Teracon, "_student_logits", spy)
     base = {**TINY, "tasks": ["T1", "T2"], "t1.max_epochs": 1, "t2.max_epochs": 1, "t2.batch_size": 32}
     for mode in ("smax", "annealed"):
-        train_sequence(toy, tmp_path / mode, config=load_config(TrainConfig, None, {**base, "teracon.teacher_s": mode}))
+        train_sequence(
+            toy, tmp_path / mode, config=load_config(TrainConfig, None, {**base, "teracon.teacher_s": mode})
+        )
     assert seen["smax"] and all(seen["smax"])
     assert not all(seen["annealed"])  # early batches of an epoch run at a small s
 
@@ -246,8 +264,12 @@ def test_report_plots_rho_and_mask_sparsity_from_the_logs(runs, tmp_path):
     run = runs["mechanism"]
     metrics = TrainMetrics.read(run)
     series = mechanism_series(run, metrics)
-    assert len(series) == sum(metrics.epochs) and [r["step"] for r in series] == list(range(1, len(series) + 1))
-    assert [r["task"] for r in series] == [t for t, n in zip(metrics.tasks, metrics.epochs, strict=True) for _ in range(n)]
+    assert len(series) == sum(metrics.epochs) and [r["step"] for r in series] == list(
+        range(1, len(series) + 1)
+    )
+    assert [r["task"] for r in series] == [
+        t for t, n in zip(metrics.tasks, metrics.epochs, strict=True) for _ in range(n)
+    ]
     t4 = [r for r in series if r["task"] == "T4"]
     want = _records(run, "04-T4")
     assert [r["rho"] for r in t4] == [w["rho_mean"] for w in want]

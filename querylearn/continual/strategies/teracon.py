@@ -99,7 +99,9 @@ class Teracon(ContinualStrategy):
                 losses["mask_reg"] = cfg.mask_reg * out.masks.mean()  # HAT-style sparsity, [O] T1
         return losses
 
-    def _retention(self, ctx: TrainContext, batch: Batch, out: EncoderOutput, teacher: UserEncoder) -> torch.Tensor:
+    def _retention(
+        self, ctx: TrainContext, batch: Batch, out: EncoderOutput, teacher: UserEncoder
+    ) -> torch.Tensor:
         """α · L_KR of this batch (Eq. 16, 18); updates rho for the next batch (Eq. 14-15)."""
         model = ctx.model
         past = teacher.task_names
