@@ -286,3 +286,28 @@ def test_min_rho_floors_the_sampling_rate(toy, tmp_path):
     for rec in _records(tmp_path / "run", "02-T2"):
         assert rec["rho_mean"]["T1"] >= 0.5  # ρ = 1 − σ(6 cos) < 0.5 for positive masks: the floor binds
         assert rec["retained_per_batch"]["T1"] >= 8  # at least half of a batch's distinct users
+
+
+def test_bench_protocol_budgets_and_capped_runs():
+    """bench/bench_sequence.py: epoch budget per task (CONURE fits twice) and runs whose best epoch
+    equals their cap."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_sequence
+
+    resolved = {"t1": {"max_epochs": 10}, "t2": {"max_epochs": 20}, "later": {"max_epochs": 12}}
+    assert bench_sequence.budget(resolved, 4, 1) == [10, 20, 12, 12]
+    assert bench_sequence.budget(resolved, 4, 2) == [20, 40, 24, 24]
+    runs = [
+        {"strategy": "teracon", "seed": 1, "resolved": resolved,
+         "metrics": {"tasks": ["T1", "T2", "T3"], "best_epoch": [10, 7, 12]}},
+        {"strategy": "conure", "seed": 0, "resolved": resolved,
+         "metrics": {"tasks": ["T1", "T2", "T3"], "best_epoch": [3, 20, 5]}},
+    ]  # fmt: skip
+    assert bench_sequence.capped_runs(runs) == [
+        "teracon-s1 T1 (best epoch 10 = cap 10)",
+        "teracon-s1 T3 (best epoch 12 = cap 12)",
+        "conure-s0 T2 (best epoch 20 = cap 20)",
+    ]
