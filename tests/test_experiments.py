@@ -3,7 +3,9 @@ one known effect each, the resume of a killed experiment, parallel runs and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Literal
 
 import kobert_tiny  # tests/, put on sys.path by conftest.py
 import numpy as np
@@ -325,3 +327,19 @@ def test_mean_std_formatting():
     assert two["n"] == 2 and two["mean"] == pytest.approx(0.2) and two["std"] == pytest.approx(0.1414213562)
     assert fmt_ms(two) == "0.2000 ± 0.1414" and fmt_ms(mean_std([0.25])) == "0.2500"
     assert fmt_ms(mean_std([])) == "" and fmt_ms(mean_std([-0.5, 0.5]), "+.1f") == "+0.0 ± 0.7"
+
+
+def test_init_crosses_the_next_query_heads_when_the_config_has_them(toy, tmp_path, monkeypatch):
+    from querylearn.experiments import init
+    from querylearn.experiments.runner import ExperimentContext
+
+    ctx = ExperimentContext("init", toy, tmp_path, ["teracon"], [0])
+    assert init.heads() == [None] or init.heads() == ["softmax", "tied"]
+
+    @dataclasses.dataclass
+    class WithHead:  # the next-query head option as the next-query issue adds it
+        head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
+
+    monkeypatch.setattr(init, "NextQueryConfig", WithHead)
+    expected = [("random-softmax", "random", "softmax"), ("random-tied", "random", "tied")]
+    assert init.variant_names(ctx) == expected
