@@ -112,6 +112,30 @@ def popularity_reference(data: Path, tasks: list[str]) -> dict:
     return out
 
 
+def history_references(data: Path, tasks: list[str]) -> dict:
+    """T1's training-free history rankers (``querylearn.heuristics``: recent-distinct and
+    recency-frequency) on each next_query task's test rows, the rows train-sequence scores.
+    Returns {task: {ranker: {"metric": name, "value": float, **all ranking metrics}}}."""
+    import numpy as np
+
+    from querylearn.continual.data import task_data
+    from querylearn.data.dataset import load_dataset
+    from querylearn.heuristics import next_query_references
+
+    ds = load_dataset(data)
+    seqs = np.asarray(ds.sequences)
+    out = {}
+    for name in tasks:
+        t = task_data(ds, name)
+        if t.kind != "next_query":
+            continue
+        refs = next_query_references(seqs[t.users["test"], :-1], t.labels["test"],
+                                     seqs[np.unique(t.users["train"]), 1:], t.n_classes)
+        out[name] = {r: {"metric": t.metric, "value": m[t.metric], **m} for r, m in refs.items()
+                     if r != "most-popular"}  # most-popular: the popularity row
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # statistics and table
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +212,7 @@ def _fmt(ms: dict | None, digits: int = 4) -> str:
     return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
-def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
+def markdown(summary: dict, title: str, reference: dict | None = None, history: dict | None = None) -> str:
     tasks, metric = summary["tasks"], summary["metric"]
     head = ["strategy", "seeds"] + [f"{t} ({m})" for t, m in zip(tasks, metric, strict=True)]
     head += ["mean", "FWT", "BWT", "s/epoch"]
@@ -203,6 +227,10 @@ def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
         mean = statistics.fmean(reference[t]["value"] for t in tasks)
         cells += [f"{mean:.4f}", "–", "–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
+    for ranker in sorted({r for refs in (history or {}).values() for r in refs}):
+        cells = [f"{ranker} (T1, no model)", "–"]
+        cells += [f"{history[t][ranker]['value']:.4f}" if t in history else "–" for t in tasks]
+        lines.append("| " + " | ".join(cells + ["–", "–", "–", "–"]) + " |")
     lines.append("")
     lines.append(
         "R(T_last, T_i): test score of task i after the last task (mean ± sample std over seeds; "
@@ -431,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, strategies)
     summary["jobs"] = args.jobs
     reference = popularity_reference(args.data, summary["tasks"]) if runs else None
+    history = history_references(args.data, summary["tasks"]) if runs else None
     title = args.title or f"{manifest.get('source', args.data.name)}: {', '.join(strategies)}"
     import torch
 
@@ -456,13 +485,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "summary": summary,
         "popularity_reference": reference,
+        "history_references": history,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out_json = args.out.with_name(args.out.name + ".json")
     out_md = args.out.with_name(args.out.name + ".md")
     out_json.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    out_md.write_text(markdown(summary, title, reference), encoding="utf-8")
+    out_md.write_text(markdown(summary, title, reference, history), encoding="utf-8")
     print(out_md.read_text(encoding="utf-8"))
     print(f"wrote {out_json} and {out_md}")
     return 1 if failed else 0
