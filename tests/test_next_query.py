@@ -26,7 +26,7 @@ from querylearn.heuristics import (
     recent_distinct_ranks,
 )
 from querylearn.metrics import ranking_metrics
-from querylearn.models.heads import QUERY_HEADS, copy_distribution, mix_log_probs
+from querylearn.models.heads import QUERY_HEADS, copy_attention, copy_log_mixture
 from querylearn.models.nextitnet import ModelConfig
 from querylearn.models.user_encoder import UserEncoder
 
@@ -79,31 +79,58 @@ def test_most_popular_known_answer_and_references():
 
 
 # ---- the copy distribution --------------------------------------------------------------------
-def test_copy_distribution_ignores_padding_unk_and_the_future():
-    hist = torch.tensor([[PAD_ID, UNK_ID, 5, 5, 7], [PAD_ID, PAD_ID, UNK_ID, UNK_ID, UNK_ID]])
-    scores = torch.zeros(2, 2, 5)  # uniform attention over the allowed positions
-    copy, has = copy_distribution(scores, hist, torch.tensor([2, 4]), None, 9)
-    assert has.tolist() == [[True, True], [False, False]]
-    assert torch.allclose(copy[0, 0], torch.eye(9)[5])  # position 2 sees only the first 5
-    want = torch.zeros(9)
-    want[5], want[7] = 2 / 3, 1 / 3
-    assert torch.allclose(copy[0, 1], want)
-    assert copy[1].abs().sum() == 0 and torch.isfinite(copy).all()
-    # candidates: only the history queries in the list count, at their positions in it
-    cand = torch.tensor([1, 5, 9])
-    copy_c, _ = copy_distribution(scores, hist, torch.tensor([2, 4]), cand, 3)
-    assert torch.allclose(copy_c[0, 1], torch.tensor([0.0, 2 / 3, 0.0]))
+def _dense_mixture(z, gate, attn, hist):
+    """The mixture written out densely: log(g softmax(z) + (1 - g) c), c scattered over all classes."""
+    B, T, V = z.shape
+    c = torch.zeros(B, T, V).scatter_add(-1, hist[:, None, :].expand(B, T, hist.shape[1]), attn)
+    g = torch.sigmoid(gate)[..., None]
+    has = attn.sum(-1, keepdim=True) > 0
+    return torch.where(has, torch.log(g * torch.softmax(z, -1) + (1 - g) * c), torch.log_softmax(z, -1))
 
 
-def test_mixture_is_a_distribution_and_falls_back_to_the_softmax():
+HIST = torch.tensor([[PAD_ID, UNK_ID, 5, 5, 7], [PAD_ID, PAD_ID, UNK_ID, UNK_ID, UNK_ID]])
+QPOS = torch.tensor([2, 4])  # row t sees the history up to position QPOS[t]
+
+
+def test_copy_attention_ignores_padding_unk_and_the_future():
+    attn = copy_attention(torch.zeros(2, 2, 5), HIST, QPOS)  # uniform over the allowed positions
+    torch.testing.assert_close(attn[0, 0], torch.tensor([0, 0, 1.0, 0, 0]))  # only the first 5
+    torch.testing.assert_close(attn[0, 1], torch.tensor([0, 0, 1 / 3, 1 / 3, 1 / 3]))
+    assert attn[1].abs().sum() == 0 and torch.isfinite(attn).all()  # nothing to copy: zeros, not NaN
+
+
+def test_copy_mixture_known_values_and_gradients():
     torch.manual_seed(0)
-    z, gate = torch.randn(2, 6), torch.randn(2)
-    copy = torch.tensor([[0, 0, 1.0, 0, 0, 0], [0.0] * 6])
-    out = mix_log_probs(z, gate, copy, torch.tensor([True, False]))
-    assert torch.allclose(out.exp().sum(-1), torch.ones(2))
-    g = torch.sigmoid(gate[0])
-    assert torch.allclose(out[0].exp(), g * torch.softmax(z[0], -1) + (1 - g) * copy[0])
-    assert torch.allclose(out[1], torch.log_softmax(z[1], -1))
+    z = torch.randn(2, 2, 9, requires_grad=True)
+    gate = torch.zeros(2, 2, requires_grad=True)  # g = 1/2
+    scores = torch.randn(2, 2, 5, requires_grad=True)
+    attn = copy_attention(scores, HIST, QPOS)
+    out = copy_log_mixture(z, gate, attn, HIST, QPOS)
+    p = out.exp()
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 2))
+    soft = torch.softmax(z, -1)
+    # copy mass only on 5 and 7, never on padding or <unk>
+    torch.testing.assert_close(p[0, 1, [PAD_ID, UNK_ID]], 0.5 * soft[0, 1, [PAD_ID, UNK_ID]])
+    a = attn[0, 1]
+    torch.testing.assert_close(p[0, 1, 5], 0.5 * soft[0, 1, 5] + 0.5 * (a[2] + a[3]))
+    torch.testing.assert_close(p[0, 0, 5], 0.5 * soft[0, 0, 5] + 0.5)
+    torch.testing.assert_close(out[1], torch.log_softmax(z[1], -1))  # no history: the softmax alone
+    # the sparse scatter gives the dense mixture's values and gradients (a repeated query counts once)
+    dense = _dense_mixture(z, gate, attn, HIST)
+    torch.testing.assert_close(out, dense)
+    w = torch.randn_like(out)
+    got = torch.autograd.grad((out * w).sum(), (z, gate, scores), retain_graph=True)
+    want = torch.autograd.grad((dense * w).sum(), (z, gate, scores))
+    for g1, g2 in zip(got, want, strict=True):
+        torch.testing.assert_close(g1, g2)
+
+
+def test_copy_mixture_over_a_candidate_list():
+    z = torch.zeros(2, 2, 3)
+    attn = copy_attention(torch.zeros(2, 2, 5), HIST, QPOS)
+    out = copy_log_mixture(z, torch.zeros(2, 2), attn, HIST, QPOS, torch.tensor([1, 5, 9]))
+    # candidates <unk>, 5, 9: 5 keeps its copy mass 2/3, 7 (not a candidate) is dropped
+    torch.testing.assert_close(out[0, 1].exp(), torch.tensor([1 / 6, 1 / 6 + 1 / 3, 1 / 6]))
 
 
 # ---- tied weights -----------------------------------------------------------------------------

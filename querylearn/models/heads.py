@@ -12,7 +12,9 @@ Every task has a linear classifier G_i(h) = W_i h + b_i, W_i ~ N(0, 0.01^2), b_i
       c_t(q)   = Σ_k a_{t,k} [x_k = q]                               (one scatter over the history ids)
       g_t      = σ(w_g · h_t + b_g)
       log p_t  = log( g_t softmax(W h_t + b) + (1 - g_t) c_t )       (log-sum-exp, never log 0)
-  (``r``: a learnt recency bias per distance); positions with no valid history use the softmax alone;
+  (``r``: a learnt recency bias per distance, initialised to r[d] = d · log 0.9 so that the copy
+  distribution starts as the recency-frequency reference ranker); positions with no valid history
+  use the softmax alone;
 - ``tied-copy``: both.
 
 Heads with a copy component return log-probabilities (a softmax of them is the mixture itself, so
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from querylearn.data.vocab import PAD_ID, UNK_ID
+from querylearn.heuristics import DEFAULT_DECAY
 
 QUERY_HEADS = ("softmax", "tied", "copy", "tied-copy")
 COPY_DISTANCES = 64  # recency-bias buckets of the copy attention; longer distances share the last one
@@ -37,47 +40,66 @@ COPY_DISTANCES = 64  # recency-bias buckets of the copy attention; longer distan
 ItemVectors = Callable[[torch.Tensor | None], torch.Tensor]
 
 
-def copy_distribution(
-    scores: torch.Tensor, history: torch.Tensor, query_pos: torch.Tensor, candidates: torch.Tensor | None,
-    n_out: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention over the history, scattered onto the output classes.
-
-    scores [B, T, K] (attention logits), history [B, K] ids, query_pos [T] (position k of the last
-    history item row t may see), candidates [S] sorted class ids or None (all ``n_out`` classes).
-    -> (copy [B, T, n_out] probabilities over the classes, zero for rows without a valid history;
-        has_history [B, T] bool). Padding and ``<unk>`` are never attended to.
-    """
-    B, K = history.shape
+def copy_allowed(history: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    """[B, T, K] bool: position k of ``history`` [B, K] may be copied at row t (k ≤ query_pos[t] and
+    it holds a real query, neither padding nor ``<unk>``)."""
+    K = history.shape[1]
     valid = (history != PAD_ID) & (history != UNK_ID)  # [B, K]
     causal = torch.arange(K, device=history.device)[None, :] <= query_pos[:, None]  # [T, K]
-    allowed = valid[:, None, :] & causal[None, :, :]  # [B, T, K]
-    has_history = allowed.any(dim=-1)  # [B, T]
+    return valid[:, None, :] & causal[None, :, :]
+
+
+def copy_attention(scores: torch.Tensor, history: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    """a_{t,k}: softmax of ``scores`` [B, T, K] over the positions k ≤ query_pos[t] of ``history``
+    [B, K] that hold a real query (never padding or ``<unk>``). -> [B, T, K], rows without such a
+    position all zero (not NaN)."""
+    allowed = copy_allowed(history, query_pos)  # [B, T, K]
     attn = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
-    attn = torch.where(allowed, attn, torch.zeros((), device=attn.device))  # rows with no history: 0, not NaN
+    return torch.where(allowed, attn, torch.zeros((), device=attn.device))
+
+
+def copy_log_mixture(
+    gen_logits: torch.Tensor,
+    gate_logit: torch.Tensor,
+    attn: torch.Tensor,
+    history: torch.Tensor,
+    query_pos: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log(g softmax(z) + (1 - g) c) over the output classes, with c_t(q) = Σ_k a_{t,k} [x_k = q].
+
+    gen_logits z [B, T, S], gate_logit [B, T], attn a [B, T, K] (:func:`copy_attention`), history
+    [B, K] ids, query_pos [T], candidates [S] sorted class ids (None: S = all classes, class = id).
+    -> [B, T, S] log-probabilities; rows whose attention is all zero get log softmax(z) alone.
+
+    c is sparse (at most K classes per row), so the mixture is log g + log softmax(z) everywhere
+    and log-sum-exp only at the history's classes: one scatter, written once per distinct class
+    (by its most recent occurrence; the other positions add 0, so no gradient counts twice).
+    """
+    K = history.shape[1]
+    log_gen = torch.log_softmax(gen_logits.float(), dim=-1)  # [B, T, S]
+    attended = copy_allowed(history, query_pos)  # [B, T, K]
+    has_history = attended.any(dim=-1)  # [B, T]
+    gate = gate_logit.float()
+    log_g = torch.where(has_history, F.logsigmoid(gate), torch.zeros((), device=gate.device))  # [B, T]
+    same = (history[:, :, None] == history[:, None, :]).float()  # [B, K, K]
+    copy_at = torch.bmm(attn, same)  # [B, T, K] c_t of the query at position k
+    arange = torch.arange(K, device=history.device)
+    later_same = torch.where((same > 0) & (arange[None, None, :] > arange[None, :, None]), arange, K)
+    next_same = later_same.min(dim=-1).values  # [B, K] next position holding the same query (K: none)
+    writer = attended & (next_same[:, None, :] > query_pos[None, :, None])  # [B, T, K]
     if candidates is None:
         index = history
-    else:  # keep only the history queries in the candidate list, at their positions in it
+    else:  # only history queries in the candidate list, at their positions in it
         pos = torch.searchsorted(candidates, history.contiguous()).clamp_max(len(candidates) - 1)  # [B, K]
-        attn = attn * (candidates[pos] == history)[:, None, :]
+        writer = writer & (candidates[pos] == history)[:, None, :]
         index = pos
-    T = scores.shape[1]
-    copy = torch.zeros(B, T, n_out, device=attn.device, dtype=attn.dtype)
-    copy.scatter_add_(-1, index[:, None, :].expand(B, T, K), attn)  # [B, T, n_out]
-    return copy, has_history
-
-
-def mix_log_probs(gen_logits: torch.Tensor, gate_logit: torch.Tensor, copy: torch.Tensor,
-                  has_history: torch.Tensor) -> torch.Tensor:
-    """log(g softmax(z) + (1 - g) c) in log space; z [..., S], gate_logit [...], c [..., S],
-    has_history [...] (False: log softmax(z) alone). Finite everywhere (c = 0 is clamped, not logged)."""
-    log_gen = torch.log_softmax(gen_logits.float(), dim=-1)
+    index = torch.where(writer, index[:, None, :], 0)  # [B, T, K]
+    base = log_g[..., None] + log_gen  # [B, T, S]
+    at = base.gather(-1, index)  # [B, T, K] log g + log softmax(z) at the copied classes
     tiny = torch.finfo(torch.float32).tiny
-    mixed = torch.logaddexp(
-        F.logsigmoid(gate_logit.float())[..., None] + log_gen,
-        F.logsigmoid(-gate_logit.float())[..., None] + torch.log(copy.clamp_min(tiny)),
-    )
-    return torch.where(has_history[..., None], mixed, log_gen)
+    mixed = torch.logaddexp(at, F.logsigmoid(-gate)[..., None] + torch.log(copy_at.clamp_min(tiny)))
+    return base.scatter_add(-1, index, torch.where(writer, mixed - at, torch.zeros((), device=at.device)))
 
 
 class QueryHead(nn.Module):
@@ -102,7 +124,9 @@ class QueryHead(nn.Module):
         if self.copy:
             self.copy_query = nn.Linear(channels, channels)
             self.gate = nn.Linear(channels, 1)
-            self.recency = nn.Parameter(torch.zeros(COPY_DISTANCES))
+            # r[d] = d log(decay): before any training the copy distribution (content scores ≈ 0)
+            # is the recency-frequency reference ranker of querylearn.heuristics
+            self.recency = nn.Parameter(torch.arange(COPY_DISTANCES, dtype=torch.float32) * math.log(DEFAULT_DECAY))
 
     def output_weight(self, item_vectors: ItemVectors | None, candidates: torch.Tensor | None) -> torch.Tensor:
         """The output matrix [S, C] (the tied query vectors, or this head's own weight)."""
@@ -129,10 +153,9 @@ class QueryHead(nn.Module):
         scores = torch.einsum("btc,bkc->btk", self.copy_query(hq), keys) / math.sqrt(self.channels)
         distance = (query_pos[:, None] - torch.arange(K, device=ids.device)[None, :]).clamp(0, COPY_DISTANCES - 1)
         scores = scores + self.recency[distance]  # [B, T, K]
-        n_out = self.n_classes if candidates is None else len(candidates)
-        copy, has_history = copy_distribution(scores, ids, query_pos, candidates, n_out)
+        attn = copy_attention(scores, ids, query_pos)  # [B, T, K]
         gate = self.gate(hq).squeeze(-1)  # [B, T]
-        out = mix_log_probs(logits if not last_only else logits[:, None, :], gate, copy, has_history)
+        out = copy_log_mixture(logits[:, None, :] if last_only else logits, gate, attn, ids, query_pos, candidates)
         return out[:, 0] if last_only else out
 
 
