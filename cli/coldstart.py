@@ -23,34 +23,6 @@ def _unique_name(name: str, taken: set[str]) -> str:
     return out
 
 
-def representations_from_runs(runs: list[Path], tasks: list[str]):
-    """Export user representations from each run (after each task) through ``querylearn.export``."""
-    from querylearn.recsys.representations import UserRepresentations
-
-    try:
-        from querylearn.export import export_user_representations
-    except ImportError as exc:
-        raise QuerylearnError(
-            f"--run needs querylearn.export (export-users), which this install lacks ({exc}); "
-            "export with 'querylearn export-users' and pass the Parquet file with --users-from"
-        ) from None
-    out = []
-    for run in runs:
-        if not Path(run).is_dir():
-            raise QuerylearnError(f"--run {run}: not a directory (pass a train-sequence run directory)")
-        for task in tasks or [None]:
-            user_ids, vectors = export_user_representations(run, task=task, users="all")
-            vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or len(user_ids) != len(vectors):
-                raise QuerylearnError(
-                    f"--run {run}: export returned {len(user_ids)} ids for vectors {vectors.shape}"
-                )
-            name = Path(run).name + (f"@{task}" if task else "")
-            origin = f"{run}" + (f" (after task {task})" if task else "")
-            out.append(UserRepresentations(name, [str(u) for u in user_ids], vectors, origin))
-    return out
-
-
 def item_vectors_from_table(emb_dir: Path, dataset) -> np.ndarray:
     """Embed every item text of ``dataset`` with the embed-init table at ``emb_dir``. -> [n_items, E]."""
     from querylearn.embeddings import embed_queries
@@ -60,7 +32,8 @@ def item_vectors_from_table(emb_dir: Path, dataset) -> np.ndarray:
     texts = list(dataset.interactions.item_texts)
     if len(texts) != dataset.interactions.n_items or not any(texts):
         raise QuerylearnError(
-            f"{dataset.path}/items.json: no item texts to embed; --item-init needs item titles (drop --item-init)"
+            f"{dataset.path}/items.json: no item texts to embed; --item-init needs item titles "
+            "(drop --item-init)"
         )
     return np.asarray(embed_queries(emb_dir, texts).vectors, dtype=np.float32)
 
@@ -89,18 +62,18 @@ def coldstart_eval_cli(
         list[Path] | None,
         typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
     ] = None,
-    model: Annotated[str, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = "neumf",
+    model: Annotated[str | None, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = None,
     negatives: Annotated[
-        int, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
-    ] = 99,
+        int | None, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
+    ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the split, candidates, tie keys and training.")
-    ] = 0,
+        int | None, typer.Option("--seed", help="Seed of the split, candidates, tie keys and training.")
+    ] = None,
     cold_fraction: Annotated[
-        float,
+        float | None,
         typer.Option("--cold-fraction", help="Seeded fraction of otherwise-warm users made cold (0..1)."),
-    ] = 0.0,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs (default 10).")] = None,
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs.")] = None,
     variant: Annotated[
         list[str] | None,
         typer.Option(
@@ -118,15 +91,21 @@ def coldstart_eval_cli(
         ),
     ] = None,
     threads: Annotated[
-        int, typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF).")
-    ] = 1,
-    device: Annotated[str, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")] = "cpu",
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")
+    ] = None,
 ) -> None:
-    """Rank each user's held-out latest item against sampled negatives: NCF variants vs baselines, warm vs cold."""
+    """Rank each user's held-out latest item against sampled negatives: NCF vs baselines, warm vs cold.
+
+    Flags left out take their defaults from the config (ColdstartConfig, NCFConfig; docs/coldstart-eval.md).
+    """
     from querylearn.data.dataset import load_dataset
     from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
     from querylearn.recsys.report import render_table, write_report
-    from querylearn.recsys.representations import read_user_parquet
+    from querylearn.recsys.representations import read_user_parquet, representations_from_runs
 
     if after_task and not run:
         raise QuerylearnError("--after-task selects the task mask of a --run export; pass at least one --run")
@@ -164,4 +143,4 @@ def coldstart_eval_cli(
     write_report(out, report, config)
     # A pipe or log file gets a fixed width so method names are not folded.
     (console if console.is_terminal else Console(width=120)).print(render_table(report))
-    console.print(f"wrote {out / 'report.json'} and {out / 'report.csv'} ({report['seconds']:.1f}s)")
+    console.print(f"wrote {out / 'report.json'} and {out / 'report.csv'} ({report.seconds:.1f}s)")

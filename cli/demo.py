@@ -82,7 +82,6 @@ def run_demo(
     strategies: tuple[str, ...] = ("teracon", "finetune"),
 ) -> dict:
     """prepare -> embed-init -> train-sequence -> coldstart-eval -> report under ``out``; returns timings."""
-    from querylearn.cli.coldstart import representations_from_runs
     from querylearn.config import load_config
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.loop import train_sequence
@@ -92,6 +91,7 @@ def run_demo(
     from querylearn.embeddings import embed_init, resolve_config
     from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
     from querylearn.recsys.report import render_table, write_report
+    from querylearn.recsys.representations import representations_from_runs
     from querylearn.report import build_report
 
     if preset not in PRESETS:

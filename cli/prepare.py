@@ -52,25 +52,26 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
 
 @app.command("prepare")
 def prepare_cli(
-    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files")],
+    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files | teracon")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
-    users: Annotated[int, typer.Option(help="[synthetic] number of users.")] = 2000,
+    users: Annotated[int | None, typer.Option(
+        help="[synthetic] number of users (default 2000); [files] keep the first N user ids.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generator and of the splits.")] = 0,
     noisy_task: Annotated[bool, typer.Option("--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
-    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd] the data folder.")] = None,
+    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
     queries: Annotated[Path | None, typer.Option(help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
     tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,
     interactions: Annotated[Path | None, typer.Option(help="[files] user_id, item_id, timestamp (optional).")] = None,
     items: Annotated[Path | None, typer.Option(help="[files] item_id, text: item titles (optional).")] = None,
-    seq_len: Annotated[int | None, typer.Option(help="Queries kept per user (default 60; 30 for movielens-100k/kmrd).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Queries kept per user (default 60; 30 for movielens-100k/kmrd; the files' length for teracon).")] = None,
     min_count: Annotated[int, typer.Option(help="Queries seen fewer times map to <unk>.")] = 1,
     min_label_count: Annotated[int, typer.Option(help="Drop label rows of labels seen fewer times (counted).")] = 1,
     split: Annotated[str, typer.Option(help="user (default: one user-level 80/5/15 split) | example (parity mode).")] = "user",
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk when reading the log.")] = 500_000,
     exclude_last_interaction: Annotated[bool, typer.Option(
         "--exclude-last-interaction",
-        help="[movielens-100k | kmrd] keep each user's latest rating out of the query sequences and labels "
-        "(interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
+        help="[movielens-100k | kmrd | files] keep each user's latest interaction out of the query sequences and "
+        "labels (interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
 ) -> None:
     """Build a dataset directory from a source and print its summary table."""
     if source not in SOURCES:
@@ -81,6 +82,7 @@ def prepare_cli(
                         exclude_last_interaction=exclude_last_interaction)
     t0 = time.perf_counter()
     manifest = prepare(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
-                       tasks=tasks, interactions=interactions, items=items)
+                       tasks=tasks, interactions=interactions, items=items,
+                       seq_len_from_files=source == "teracon" and seq_len is None)
     console.print(render_summary(manifest, time.perf_counter() - t0))
     console.print(f"wrote {out}/dataset.json")

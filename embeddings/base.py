@@ -3,14 +3,15 @@
 An *embedder* turns query strings into vectors of its native width. Sources that work on subwords
 (``kobert``, ``hf``) are built from a :class:`SubwordEncoder` (text -> subword ids) plus a pooling
 (``subword-mean`` | ``contextual``, see :mod:`querylearn.embeddings.pooling`); ``e5`` gives sentence
-vectors directly; ``random`` embeds no text at all (it only makes a seeded table).
+vectors directly; ``random`` embeds no text at all: it is a :class:`TableSource`, which makes the whole
+table from the vocabulary size. Both kinds are registered by name in ``build.EMBEDDERS``.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -136,4 +137,20 @@ class QueryEmbedder(Protocol):
 
     def describe(self) -> dict:
         """Model / tokenizer identity and settings for ``meta.json``."""
+        ...
+
+
+@runtime_checkable
+class TableSource(Protocol):
+    """A source that embeds no text (``random``): it makes the table [V, D] from the vocabulary size."""
+
+    native_dim: int
+    embeds_text: bool  # False: ``embed_queries`` has nothing to compute for a new query
+
+    def make_table(self, vocab_size: int) -> np.ndarray:
+        """float32 [vocab_size, native_dim]; row 0 (``<pad>``) zero."""
+        ...
+
+    def describe(self, vocab_size: int) -> dict:
+        """The same keys as ``QueryEmbedder.describe`` (``model`` ... ``native_dim``), plus ``init``."""
         ...

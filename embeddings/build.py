@@ -37,9 +37,10 @@ from querylearn.embeddings.base import (
     SOURCES,
     EmbedInitConfig,
     QueryEmbedder,
+    TableSource,
 )
 from querylearn.embeddings.project import PcaProjection, fit_pca
-from querylearn.embeddings.random_init import random_table
+from querylearn.embeddings.random_init import RandomTable
 from querylearn.embeddings.table import (
     KIND,
     META_FILE,
@@ -55,6 +56,11 @@ from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 from querylearn.registry import Registry
 
 EMBEDDERS = Registry("embedding source")
+
+
+@EMBEDDERS.register("random")
+def _random(cfg: EmbedInitConfig) -> TableSource:
+    return RandomTable(int(cfg.dim), cfg.seed)  # resolve_config sets the width
 
 
 @EMBEDDERS.register("kobert")
@@ -130,7 +136,8 @@ def resolve_config(
                            include_special=include_special, batch_size=batch_size, max_length=max_length)
 
 
-def build_embedder(cfg: EmbedInitConfig) -> QueryEmbedder:
+def build_embedder(cfg: EmbedInitConfig) -> QueryEmbedder | TableSource:
+    """The source registered as ``cfg.source`` (a miss lists the available names)."""
     return EMBEDDERS.get(cfg.source)(cfg)
 
 
@@ -158,17 +165,15 @@ def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) 
     counts: dict | None = None
     projection: PcaProjection | None = None
     describe: dict
-    if cfg.source == "random":
-        vectors = random_table(n_vocab, int(cfg.dim), cfg.seed)
-        describe = {"model": None, "tokenizer": None, "pooling": "none", "include_special": None,
-                    "max_length": None, "native_dim": int(cfg.dim),
-                    "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {n_vocab} (ALGORITHMS.md 3.3), pad row zero"}
-        timing["load_s"] = 0.0
-        timing["embed_s"] = time.perf_counter() - t0
-    else:
+    t = time.perf_counter()
+    embedder = build_embedder(cfg)
+    timing["load_s"] = time.perf_counter() - t
+    if isinstance(embedder, TableSource):  # embeds no text: the whole table from the vocabulary size
         t = time.perf_counter()
-        embedder = build_embedder(cfg)
-        timing["load_s"] = time.perf_counter() - t
+        vectors = embedder.make_table(n_vocab)
+        describe = embedder.describe(n_vocab)
+        timing["embed_s"] = time.perf_counter() - t
+    else:
         describe = embedder.describe()
         t = time.perf_counter()
         texts = _segment(cfg, vocab.queries[2:])
@@ -211,7 +216,7 @@ def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) 
     timing["total_s"] = time.perf_counter() - t0
     n_real = n_vocab - 2
     timing["queries_per_s"] = n_real / timing["embed_s"] if timing["embed_s"] > 0 else None
-    method = "random" if cfg.source == "random" else f"{cfg.source}-{describe['pooling']}"
+    method = cfg.source if isinstance(embedder, TableSource) else f"{cfg.source}-{describe['pooling']}"
     meta = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
@@ -275,16 +280,24 @@ class QueryEncoder:
         meta = table.meta
         fields = {f.name for f in dataclasses.fields(EmbedInitConfig)}
         cfg = EmbedInitConfig(**{k: v for k, v in meta["config"].items() if k in fields})
-        if cfg.source == "random":
-            raise QuerylearnError(
-                f"{table.path}: this table is random (source 'random'), so a new query has no vector to "
-                "compute; build the table from a text source (--source kobert|hf|e5) to embed unseen queries"
-            )
         if model is not None:
             cfg = dataclasses.replace(cfg, model=model)
+        else:
+            # a relative --model was relative to where embed-init ran: use the folder it resolved to
+            recorded = (meta.get("model") or {}).get("resolved_path")
+            if cfg.model and recorded and not Path(cfg.model).is_absolute() and Path(recorded).is_dir() \
+                    and not (meta.get("model") or {}).get("from_hub"):
+                cfg = dataclasses.replace(cfg, model=recorded)
+        embedder = build_embedder(cfg)
+        if isinstance(embedder, TableSource):
+            raise QuerylearnError(
+                f"{table.path}: this table is {cfg.source} (source '{cfg.source}'), so a new query has no "
+                "vector to compute; build the table from a text source (--source kobert|hf|e5) to embed "
+                "unseen queries"
+            )
         self.table = table
         self.cfg = cfg
-        self.embedder = build_embedder(cfg)
+        self.embedder = embedder
         expected = (meta.get("model") or {}).get("sha256") or {}
         found = (self.embedder.describe().get("model") or {}).get("sha256") or {}
         changed = sorted(k for k in expected if k in found and expected[k] != found[k])

@@ -2,6 +2,10 @@
 
 ALGORITHMS.md section 3.3: item (query) embeddings ~ U(-sqrt(1/|V|), +sqrt(1/|V|)), |V| the full
 vocabulary size including ``<pad>``. The pad row is zero (it is the padding input).
+
+It embeds no text, so it is a :class:`~querylearn.embeddings.base.TableSource` (the whole table from
+the vocabulary size) rather than a query embedder; it is registered with the other sources in
+``build.EMBEDDERS``.
 """
 
 from __future__ import annotations
@@ -16,3 +20,28 @@ def random_table(vocab_size: int, dim: int, seed: int) -> np.ndarray:
     table = rng.uniform(-bound, bound, size=(vocab_size, dim)).astype(np.float32)
     table[0] = 0.0
     return table
+
+
+class RandomTable:
+    """The ``random`` source as a TableSource: ``make_table(V)`` is ``random_table(V, dim, seed)``."""
+
+    embeds_text = False
+
+    def __init__(self, dim: int, seed: int):
+        self.native_dim = int(dim)
+        self.seed = int(seed)
+
+    def make_table(self, vocab_size: int) -> np.ndarray:
+        return random_table(vocab_size, self.native_dim, self.seed)
+
+    def describe(self, vocab_size: int) -> dict:
+        return {
+            "model": None,
+            "tokenizer": None,
+            "pooling": "none",
+            "include_special": None,
+            "max_length": None,
+            "native_dim": self.native_dim,
+            "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {vocab_size} (ALGORITHMS.md 3.3), "
+            "pad row zero",
+        }

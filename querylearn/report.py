@@ -17,6 +17,7 @@ import numpy as np
 from querylearn.artifacts import atomic_write_bytes, read_json
 from querylearn.continual.results import METRICS_KIND, TrainMetrics, read_masks
 from querylearn.errors import QuerylearnError
+from querylearn.recsys.report import text_rows as coldstart_rows  # the one cold-start row builder
 
 
 @dataclass
@@ -87,17 +88,6 @@ def seed_study_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
             r.name, *(_fmt(by_task.get(t)) for t in tasks), _fmt(float(np.mean(vals)) if vals else None),
             _fmt(r.metrics.bwt.get("mean")), _fmt(r.metrics.fwt.get("mean")),
         ])
-    return header, rows
-
-
-def coldstart_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "users", "n", "HR@1", "HR@5", "HR@10", "NDCG@10"]
-    rows = []
-    for name, entry in report["methods"].items():
-        for group in ("warm", "cold", "all"):
-            g = entry[group]
-            rows.append([name, group, str(g["n_users"]), _fmt(g["hr@1"]), _fmt(g["hr@5"]), _fmt(g["hr@10"]),
-                         _fmt(g["ndcg@10"])])
     return header, rows
 
 

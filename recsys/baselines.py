@@ -1,5 +1,6 @@
-"""Baselines that share the candidate lists of ``coldstart-eval``: most-popular, implicit ALS and BPR,
-and the random user representation (same shape as a learnt one, no learning).
+"""The classic baselines of ``coldstart-eval`` (most-popular, implicit ALS and BPR) as fitting functions,
+and the random user representation (same shape as a learnt one, no learning). ``recommenders.py`` puts
+them behind the Recommender protocol.
 
 ALS (Hu, Koren & Volinsky 2008) is fitted on the warm users' training rows only; cold users are
 then folded in with ``recalculate_user`` from their (0 or 1) training interactions, i.e. solved
@@ -46,17 +47,20 @@ def train_matrix(split: Split, users: np.ndarray | None = None) -> sp.csr_matrix
     return m
 
 
-def _gather(
+def gather_scores(
     user_factors: np.ndarray, item_factors: np.ndarray, users: np.ndarray, cands: np.ndarray
 ) -> np.ndarray:
-    """Dot products [N, C] of users [N] with candidate items [N, C]."""
+    """Dot products [N, C] (float64) of users [N] with candidate items [N, C].
+
+    user_factors [n_users, k], item_factors [n_items, k]; the products are taken in the factors'
+    dtype (float32 for implicit), then widened.
+    """
     return np.einsum("nd,ncd->nc", user_factors[users], item_factors[cands]).astype(np.float64)
 
 
-def most_popular_scores(split: Split, users: np.ndarray, cands: np.ndarray) -> np.ndarray:
-    """Score = number of training interactions of the item. users [N], cands [N, C] -> [N, C]."""
-    popularity = np.bincount(split.train_item, minlength=split.n_items).astype(np.float64)
-    return popularity[cands]
+def item_popularity(split: Split) -> np.ndarray:
+    """Number of training interactions per item. -> [n_items] float64 (the most-popular score)."""
+    return np.bincount(split.train_item, minlength=split.n_items).astype(np.float64)
 
 
 def _blas_single_thread():
@@ -69,10 +73,13 @@ def _blas_single_thread():
         return contextlib.nullcontext()
 
 
-def als_scores(
-    split: Split, users: np.ndarray, cands: np.ndarray, config: BaselineConfig, seed: int, threads: int = 1
-) -> np.ndarray:
-    """implicit ALS fitted on warm users, cold users folded in with ``recalculate_user``. -> [N, C]."""
+def fit_als(
+    split: Split, config: BaselineConfig, seed: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """implicit ALS fitted on warm users, cold users folded in with ``recalculate_user``.
+
+    Returns (user factors [n_users, k], item factors [n_items, k]) float32.
+    """
     from implicit.cpu.als import AlternatingLeastSquares
 
     warm_users = np.flatnonzero(~split.cold)
@@ -92,13 +99,13 @@ def als_scores(
         if len(cold_users):
             full = train_matrix(split)
             user_factors[cold_users] = model.recalculate_user(cold_users, full[cold_users])
-    return _gather(user_factors, np.asarray(model.item_factors), users, cands)
+    return user_factors, np.asarray(model.item_factors)
 
 
-def bpr_scores(
-    split: Split, users: np.ndarray, cands: np.ndarray, config: BaselineConfig, seed: int, threads: int = 1
-) -> np.ndarray:
-    """implicit BPR fitted on every training row. -> [N, C].
+def fit_bpr(
+    split: Split, config: BaselineConfig, seed: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """implicit BPR fitted on every training row. -> (user factors [n_users, k], item factors [n_items, k]).
 
     Always one thread: implicit's BPR is lock-free parallel SGD, so with more threads the result
     changes from run to run even with ``random_state`` fixed. ``threads`` is accepted for symmetry.
@@ -115,7 +122,7 @@ def bpr_scores(
             random_state=seed,
         )
         model.fit(train_matrix(split), show_progress=False)
-    return _gather(np.asarray(model.user_factors), np.asarray(model.item_factors), users, cands)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
 def random_representations(n_users: int, dim: int, seed: int) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The cold-start evaluation: one split, one set of candidate lists, every method ranked on them.
 
-``coldstart_eval(dataset, sources, config)`` returns the report dict (see ``report.py`` for the
-files). Methods, in table order:
+``coldstart_eval(dataset, sources, config)`` returns a ``ColdstartReport`` (``report.py`` writes
+its files). Every method is a recommender looked up by name in ``recommenders.RECOMMENDERS`` and
+driven through the same ``fit`` / ``score`` calls. Methods, in table order:
 
-- ``most-popular``, ``als``, ``bpr`` (classic baselines, ``baselines.py``);
+- ``most-popular``, ``als``, ``bpr`` (classic baselines, those of ``config.baselines``);
 - ``{model}-id`` (plain NCF) when ``id`` is among the variants;
 - for every other variant V: ``{model}-V[random-dD]`` (random representation of each dimension D
   that a source has) and ``{model}-V[SOURCE]`` for every representation source.
@@ -23,13 +24,7 @@ from querylearn import __version__
 from querylearn.config import to_dict
 from querylearn.data.dataset import Dataset
 from querylearn.errors import ConfigError, QuerylearnError
-from querylearn.recsys.baselines import (
-    BaselineConfig,
-    als_scores,
-    bpr_scores,
-    most_popular_scores,
-    random_representations,
-)
+from querylearn.recsys.baselines import BaselineConfig, random_representations
 from querylearn.recsys.evaluate import candidate_ranks, group_metrics, tied_target_rows
 from querylearn.recsys.interactions import (
     COLD_MIN_TRAIN,
@@ -40,12 +35,19 @@ from querylearn.recsys.interactions import (
     tiebreak_keys,
 )
 from querylearn.recsys.ncf import VARIANTS
+from querylearn.recsys.recommenders import CLASSIC, FitData, make_recommender
+from querylearn.recsys.report import (
+    CandidateLists,
+    ColdstartReport,
+    ItemInit,
+    MethodResult,
+    NCFInfo,
+    SourceInfo,
+)
 from querylearn.recsys.representations import UserRepresentations, align_to_dataset, standardise
-from querylearn.recsys.train import NCFConfig, score_candidates, train_ncf
+from querylearn.recsys.train import NCFConfig
 
-BASELINES = ("most-popular", "als", "bpr", "random")
-REPORT_KIND = "coldstart_report"
-REPORT_SCHEMA_VERSION = 1
+BASELINES = (*CLASSIC, "random")  # "random": NCF on a random representation of each source's width
 TIE_RULE = (
     "rank = number of candidates scored strictly higher than the held-out item, plus the tied ones "
     "ordered ahead of it by seeded random keys shared by every method"
@@ -111,8 +113,8 @@ def coldstart_eval(
     item_vectors: np.ndarray | None = None,
     item_vectors_origin: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
-) -> dict:
-    """Run every method on the same split and candidate lists; return the report dict.
+) -> ColdstartReport:
+    """Run every method on the same split and candidate lists; return the report.
 
     Uses ``config.threads`` torch threads while it runs (restored afterwards).
 
@@ -127,7 +129,7 @@ def coldstart_eval(
         torch.set_num_threads(threads_before)
 
 
-def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin, log) -> dict:
+def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin, log) -> ColdstartReport:
     t_start = time.perf_counter()
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
@@ -159,106 +161,95 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         if config.standardise_reps:
             item_vectors = standardise(item_vectors, np.arange(split.n_items))
 
-    aligned: list[tuple[str, np.ndarray, str]] = []
+    aligned: list[SourceInfo] = []
+    vectors: list[np.ndarray] = []
     for src in sources:
         vec = align_to_dataset(src, dataset.user_ids, required)
         if config.standardise_reps:
             vec = standardise(vec, np.flatnonzero(required))
-        aligned.append((src.name, vec, src.origin))
+        aligned.append(SourceInfo(src.name, src.origin, int(vec.shape[1])))
+        vectors.append(vec)
 
-    methods: dict[str, dict] = {}
+    methods: dict[str, MethodResult] = {}
 
-    def record(name: str, scores: np.ndarray, info: dict) -> None:
+    model = config.ncf.model
+
+    def run(
+        name: str,
+        kind: str,
+        variant: str | None = None,
+        reps: np.ndarray | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Fit one recommender (a classic baseline, or NCF with ``variant``), rank the lists, record it."""
+        t0 = time.perf_counter()
+        registered = name if variant is None else f"{model}-{variant}"
+        rec = make_recommender(
+            registered, ncf=config.ncf, baseline=config.baseline, seed=config.seed, threads=config.threads
+        )
+        summary = rec.fit(FitData(split, valid=valid, user_vectors=reps, item_vectors=item_vectors))
+        scores = rec.score(users, cands)
+        seconds = time.perf_counter() - t0
         try:
             ranks = candidate_ranks(scores, keys)
         except ValueError as exc:
             raise QuerylearnError(f"method {name}: {exc}") from None
-        entry = group_metrics(ranks, cold)
-        entry.update(info)
-        entry["tied_targets"] = tied_target_rows(scores)
-        methods[name] = entry
+        ncf = None
+        if variant is not None:
+            ncf = NCFInfo(
+                model=model,
+                variant=variant,
+                source=source,
+                dim=None if reps is None else int(reps.shape[1]),
+                best_epoch=summary.best_epoch,
+                valid_hr10=summary.valid_hr10,
+                train_loss=summary.train_loss,
+            )
+        result = MethodResult(group_metrics(ranks, cold), kind, seconds, tied_target_rows(scores), ncf)
+        methods[name] = result
         hr = {
-            g: ("-" if entry[g]["hr@10"] is None else f"{entry[g]['hr@10']:.4f}")
+            g: ("-" if result.groups[g]["hr@10"] is None else f"{result.groups[g]['hr@10']:.4f}")
             for g in ("warm", "cold", "all")
         }
-        log(f"{name}: HR@10 all {hr['all']} (warm {hr['warm']}, cold {hr['cold']}) in {info['seconds']:.1f}s")
+        log(f"{name}: HR@10 all {hr['all']} (warm {hr['warm']}, cold {hr['cold']}) in {seconds:.1f}s")
 
-    for base in ("most-popular", "als", "bpr"):
-        if base not in config.baselines:
-            continue
-        t0 = time.perf_counter()
-        if base == "most-popular":
-            scores = most_popular_scores(split, users, cands)
-        elif base == "als":
-            scores = als_scores(split, users, cands, config.baseline, config.seed, config.threads)
-        else:
-            scores = bpr_scores(split, users, cands, config.baseline, config.seed, config.threads)
-        record(base, scores, {"kind": "baseline", "seconds": time.perf_counter() - t0})
-
-    model = config.ncf.model
-
-    def run_ncf(name: str, variant: str, reps: np.ndarray | None, source: str | None, kind: str) -> None:
-        res = train_ncf(
-            split,
-            config.ncf,
-            variant=variant,
-            reps=reps,
-            valid=valid,
-            item_vectors=item_vectors,
-            seed=config.seed,
-        )
-        scores = score_candidates(res.model, users, cands)
-        info = {
-            "kind": kind,
-            "model": model,
-            "variant": variant,
-            "source": source,
-            "dim": None if reps is None else int(reps.shape[1]),
-            "best_epoch": res.best_epoch,
-            "valid_hr@10": res.valid_hr10,
-            "train_loss": res.losses,
-            "seconds": res.seconds,
-        }
-        record(name, scores, info)
-
+    for base in CLASSIC:
+        if base in config.baselines:
+            run(base, "baseline")
     if "id" in config.variants:
-        run_ncf(f"{model}-id", "id", None, None, "ncf")
+        run(f"{model}-id", "ncf", "id")
     rep_variants = [v for v in config.variants if v != "id"]
     if rep_variants and not sources:
         log("no --run / --users-from given: skipping the representation variants " + ", ".join(rep_variants))
     for variant in rep_variants:
         if "random" in config.baselines:
-            for dim in sorted({vec.shape[1] for _, vec, _ in aligned}):
+            for dim in sorted({vec.shape[1] for vec in vectors}):
                 reps = random_representations(dataset.n_users, dim, config.seed)
-                run_ncf(
-                    f"{model}-{variant}[random-d{dim}]", variant, reps, f"random N(0, 1), dim {dim}", "random"
+                run(
+                    f"{model}-{variant}[random-d{dim}]", "random", variant, reps, f"random N(0, 1), dim {dim}"
                 )
-        for name, vec, origin in aligned:
-            run_ncf(f"{model}-{variant}[{name}]", variant, vec, origin, "ncf")
+        for info, vec in zip(aligned, vectors, strict=True):
+            run(f"{model}-{variant}[{info.name}]", "ncf", variant, vec, info.origin)
 
-    return {
-        "kind": REPORT_KIND,
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "querylearn_version": __version__,
-        "dataset": str(dataset.path) if dataset.path else None,
-        "cold_rule": COLD_RULE,
-        "cold_min_train": COLD_MIN_TRAIN,
-        "cold_fraction": config.cold_fraction,
-        "counts": counts,
-        "negatives": config.negatives,
-        "seed": config.seed,
-        "candidates": {
-            "n_lists": int(len(users)),
-            "list_length": int(cands.shape[1]),
-            "sha256": _digest(cands),
-            "n_valid_lists": int(len(valid[0])),
-        },
-        "tie_rule": TIE_RULE,
-        "sources": [{"name": n, "origin": o, "dim": int(v.shape[1])} for n, v, o in aligned],
-        "item_init": None
-        if item_vectors is None
-        else {"origin": item_vectors_origin, "dim": int(item_vectors.shape[1])},
-        "config": to_dict(config),
-        "methods": methods,
-        "seconds": time.perf_counter() - t_start,
-    }
+    return ColdstartReport(
+        querylearn_version=__version__,
+        dataset=str(dataset.path) if dataset.path else None,
+        cold_rule=COLD_RULE,
+        cold_min_train=COLD_MIN_TRAIN,
+        cold_fraction=config.cold_fraction,
+        counts=counts,
+        negatives=config.negatives,
+        seed=config.seed,
+        candidates=CandidateLists(
+            n_lists=int(len(users)),
+            list_length=int(cands.shape[1]),
+            sha256=_digest(cands),
+            n_valid_lists=int(len(valid[0])),
+        ),
+        tie_rule=TIE_RULE,
+        sources=aligned,
+        item_init=None if item_vectors is None else ItemInit(item_vectors_origin, int(item_vectors.shape[1])),
+        config=to_dict(config),
+        methods=methods,
+        seconds=time.perf_counter() - t_start,
+    )

@@ -75,7 +75,6 @@ class Split:
     forced_cold: np.ndarray
     seen_ptr: np.ndarray
     seen_items: np.ndarray
-    cold_fraction: float = 0.0
 
     @property
     def eval_users(self) -> np.ndarray:
@@ -187,7 +186,6 @@ def leave_one_out_split(
         forced_cold=forced,
         seen_ptr=seen_ptr,
         seen_items=seen_items.astype(np.int64),
-        cold_fraction=float(cold_fraction),
     )
 
 

@@ -68,7 +68,7 @@ class UserTower(nn.Module):
 
 
 class ItemTower(nn.Module):
-    """Maps item indices [B] (or [B, C]) to item vectors [..., dim]: ID embedding, optionally text-initialised."""
+    """Maps item indices [B] (or [B, C]) to item vectors [..., dim]: ID embedding, maybe text-initialised."""
 
     def __init__(self, n_items: int, dim: int, text_dim: int):
         super().__init__()

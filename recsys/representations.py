@@ -1,4 +1,5 @@
-"""User representations for ``coldstart-eval``: read the UserRepresentations Parquet and align it.
+"""User representations for ``coldstart-eval``: read the UserRepresentations Parquet (or export them
+from train-sequence runs) and align them to the dataset.
 
 Contract (written by ``querylearn export-users``): a Parquet file with a string column
 ``user_id`` and float vector columns ``v0 .. v{D-1}``; one row per user, ids unique. Every id
@@ -122,3 +123,30 @@ def standardise(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     std = sub.std(axis=0)
     std[std < 1e-12] = 1.0
     return ((vectors - mean) / std).astype(np.float32)
+
+
+def representations_from_runs(runs: list[Path], tasks: list[str]) -> list[UserRepresentations]:
+    """Export every user's representation from each train-sequence run, after each task in ``tasks``.
+
+    One source per run and task, named ``RUNDIR@TASK`` (``RUNDIR`` alone when ``tasks`` is empty: the
+    last task learnt). The export runs in memory through ``querylearn.export`` (the same code as
+    ``querylearn export-users``); it is imported here, not at module level, so the rest of ``recsys``
+    stays independent of the models.
+    """
+    from querylearn.export import export_user_representations
+
+    out = []
+    for run in runs:
+        if not Path(run).is_dir():
+            raise QuerylearnError(f"--run {run}: not a directory (pass a train-sequence run directory)")
+        for task in tasks or [None]:
+            user_ids, vectors = export_user_representations(run, task=task, users="all")
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(user_ids) != len(vectors):
+                raise QuerylearnError(
+                    f"--run {run}: export returned {len(user_ids)} ids for vectors {vectors.shape}"
+                )
+            name = Path(run).name + (f"@{task}" if task else "")
+            origin = f"{run}" + (f" (after task {task})" if task else "")
+            out.append(UserRepresentations(name, [str(u) for u in user_ids], vectors, origin))
+    return out

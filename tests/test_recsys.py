@@ -248,3 +248,103 @@ def test_ncf_trains_and_scores_on_cuda():
     res = train_ncf(split, cfg, variant="concat", reps=reps, valid=valid, seed=0)
     assert next(res.model.parameters()).is_cuda
     assert np.isfinite(score_candidates(res.model, users, cands)).all()
+
+
+# --- the typed report and its one table ----------------------------------------------------
+
+
+def _report():
+    from querylearn.recsys.report import (
+        CandidateLists,
+        ColdstartReport,
+        MethodResult,
+        NCFInfo,
+        SourceInfo,
+    )
+
+    def groups(warm, cold):
+        empty = {"n_users": 0, "hr@1": None, "hr@5": None, "hr@10": None, "ndcg@10": None}
+        w = {"n_users": 3, "hr@1": warm, "hr@5": 0.5, "hr@10": 1.0, "ndcg@10": 0.25}
+        c = empty if cold is None else {"n_users": 1, "hr@1": cold, "hr@5": 1.0, "hr@10": 1.0, "ndcg@10": 1.0}
+        return {"warm": w, "cold": c, "all": dict(w, n_users=3 + c["n_users"])}
+
+    methods = {
+        "most-popular": MethodResult(groups(1 / 3, 0.0), "baseline", 0.04, 2),
+        "neumf-rep[a]": MethodResult(
+            groups(0.5, None),
+            "ncf",
+            1.26,
+            0,
+            NCFInfo("neumf", "rep", "a.parquet", 4, 2, [0.5, 0.7], [0.6, 0.4]),
+        ),
+    }
+    return ColdstartReport(
+        querylearn_version="0.1.0",
+        dataset="data",
+        cold_rule=COLD_RULE,
+        cold_min_train=COLD_MIN_TRAIN,
+        cold_fraction=0.0,
+        counts={"n_eval_users": 4, "n_warm": 3, "n_cold": 1},
+        negatives=9,
+        seed=0,
+        candidates=CandidateLists(4, 10, "ab" * 32, 3),
+        tie_rule="ties by keys",
+        sources=[SourceInfo("a", "a.parquet", 4)],
+        item_init=None,
+        config={"negatives": 9},
+        methods=methods,
+        seconds=1.5,
+    )
+
+
+def test_report_json_has_kind_version_and_round_trips():
+    from querylearn.recsys.report import ColdstartReport
+
+    d = _report().to_dict()
+    assert (d["kind"], d["schema_version"]) == ("coldstart_report", 1)
+    assert list(d["methods"]["most-popular"]) == ["warm", "cold", "all", "kind", "seconds", "tied_targets"]
+    assert list(d["methods"]["neumf-rep[a]"])[3:] == [
+        "kind", "model", "variant", "source", "dim", "best_epoch", "valid_hr@10", "train_loss", "seconds",
+        "tied_targets",
+    ]  # fmt: skip
+    assert d["candidates"] == {"n_lists": 4, "list_length": 10, "sha256": "ab" * 32, "n_valid_lists": 3}
+    assert ColdstartReport.from_dict(d) == _report()
+    from querylearn.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="expected schema_version 1, found 2"):
+        ColdstartReport.from_dict(dict(d, schema_version=2), "r/report.json")
+
+
+def test_one_row_builder_three_renderings():
+    from rich.console import Console
+
+    from querylearn.recsys.report import render_csv, render_markdown, render_table, table_rows, text_rows
+
+    report = _report()
+    rows = table_rows(report)
+    assert [(r.method, r.group, r.n_users) for r in rows[:4]] == [
+        ("most-popular", "warm", 3),
+        ("most-popular", "cold", 1),
+        ("most-popular", "all", 4),
+        ("neumf-rep[a]", "warm", 3),
+    ]
+    assert render_csv(report).splitlines()[:3] == [
+        "method,group,n_users,hr@1,hr@5,hr@10,ndcg@10",
+        "most-popular,warm,3,0.333333,0.500000,1.000000,0.250000",
+        "most-popular,cold,1,0.000000,1.000000,1.000000,1.000000",
+    ]
+    assert render_csv(report).splitlines()[5] == "neumf-rep[a],cold,0,,,,"
+    md = render_markdown(report).splitlines()
+    assert md[:3] == [
+        "| method | users | n | HR@1 | HR@5 | HR@10 | NDCG@10 |",
+        "|---|---|---|---|---|---|---|",
+        "| most-popular | warm | 3 | 0.3333 | 0.5000 | 1.0000 | 0.2500 |",
+    ]
+    assert md[6] == "| neumf-rep[a] | cold | 0 |  |  |  |  |"
+    header, cells = text_rows(report.to_dict(), missing="-")  # a report.json dict works too
+    assert header[0] == "method" and cells[4] == ["neumf-rep[a]", "cold", "0", "-", "-", "-", "-"]
+    console = Console(width=140, record=True)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "4 users (3 warm, 1 cold), 1 + 9 candidates, seed 0" in text
+    assert "neumf-rep[a]" in text and "0.3333" in text and "1.3" in text  # seconds once per method

@@ -12,8 +12,10 @@ import pytest
 
 from querylearn.cli.main import main
 from querylearn.data.dataset import load_dataset
+from querylearn.errors import QuerylearnError
 from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
 from querylearn.recsys.interactions import COLD_RULE
+from querylearn.recsys.report import ColdstartReport, ItemInit, render_csv
 from querylearn.recsys.representations import UserRepresentations
 from querylearn.recsys.train import NCFConfig
 
@@ -100,6 +102,33 @@ def test_cli_end_to_end_on_toy(toy_dataset, toy_reps, tmp_path, capsys):
     assert set(rows[0]) == {"method", "group", "n_users", "hr@1", "hr@5", "hr@10", "ndcg@10"}
     assert (out / "config.toml").is_file()
     assert "neumf-rep" in stdout and "HR@10" in stdout
+    typed = ColdstartReport.from_dict(report)  # the file is exactly the typed report
+    assert typed.to_dict() == report
+    assert (out / "report.csv").read_text(encoding="utf-8") == render_csv(typed)
+
+
+def test_flags_not_given_take_the_config_defaults(toy_dataset, tmp_path, capsys, monkeypatch):
+    """The CLI writes no default of its own: without flags the config is ColdstartConfig()."""
+    import querylearn.recsys.coldstart as coldstart
+
+    seen = []
+
+    def fake_eval(dataset, sources, config, **kwargs):
+        seen.append(config)
+        raise QuerylearnError("stop here")
+
+    monkeypatch.setattr(coldstart, "coldstart_eval", fake_eval)
+    code, _, err = _run(["coldstart-eval", "--data", str(toy_dataset), "--out", str(tmp_path / "r")], capsys)
+    assert code == 1 and "stop here" in err
+    assert seen == [ColdstartConfig()]
+    code, _, _ = _run(
+        ["coldstart-eval", "--data", str(toy_dataset), "--out", str(tmp_path / "r"), "--negatives", "7",
+         "--model", "gmf", "--seed", "3", "--threads", "2", "--device", "cpu", "--cold-fraction", "0.5"],
+        capsys,
+    )  # fmt: skip
+    assert seen[1] == ColdstartConfig(
+        negatives=7, seed=3, threads=2, cold_fraction=0.5, ncf=NCFConfig(model="gmf", device="cpu")
+    )
 
 
 def test_same_seed_same_candidates_for_every_method(toy_dataset):
@@ -121,11 +150,10 @@ def test_same_seed_same_candidates_for_every_method(toy_dataset):
     c = coldstart_eval(
         ds, [], ColdstartConfig(threads=1, negatives=8, seed=4, variants=("id",), baselines=(), ncf=small)
     )
-    assert a["candidates"]["sha256"] == b["candidates"]["sha256"] != c["candidates"]["sha256"]
+    assert a.candidates.sha256 == b.candidates.sha256 != c.candidates.sha256
     # most-popular does not depend on training, so it must score identically in both reports
-    pop_a, pop_b = dict(a["methods"]["most-popular"]), dict(b["methods"]["most-popular"])
-    pop_a.pop("seconds"), pop_b.pop("seconds")
-    assert pop_a == pop_b
+    pop_a, pop_b = a.methods["most-popular"], b.methods["most-popular"]
+    assert (pop_a.groups, pop_a.tied_targets) == (pop_b.groups, pop_b.tied_targets)
 
 
 def test_learnt_representation_beats_random_for_cold_users(toy_dataset, toy_reps):
@@ -138,8 +166,8 @@ def test_learnt_representation_beats_random_for_cold_users(toy_dataset, toy_reps
         threads=1, negatives=10, variants=("rep",), baselines=("random",), ncf=NCFConfig(epochs=8, lr=0.01)
     )
     report = coldstart_eval(ds, [rep], cfg)
-    learnt = report["methods"]["neumf-rep[toy_reps]"]["cold"]["hr@1"]
-    random = report["methods"][f"neumf-rep[random-d{rep.dim}]"]["cold"]["hr@1"]
+    learnt = report.methods["neumf-rep[toy_reps]"].groups["cold"]["hr@1"]
+    random = report.methods[f"neumf-rep[random-d{rep.dim}]"].groups["cold"]["hr@1"]
     # ceiling ~0.4: users sharing a last query share several items, so HR@1 cannot reach 1
     assert learnt > random + 0.15
 
@@ -286,8 +314,8 @@ def test_item_text_vectors_initialise_the_item_side(toy_dataset):
     items = np.random.default_rng(0).standard_normal((ds.interactions.n_items, 6)).astype(np.float32)
     cfg = ColdstartConfig(threads=1, negatives=5, variants=("id",), baselines=(), ncf=NCFConfig(epochs=1))
     report = coldstart_eval(ds, [], cfg, item_vectors=items, item_vectors_origin="emb")
-    assert report["item_init"] == {"origin": "emb", "dim": 6}
-    assert report["methods"]["neumf-id"]["all"]["n_users"] == 200
+    assert report.item_init == ItemInit("emb", 6)
+    assert report.methods["neumf-id"].groups["all"]["n_users"] == 200
     from querylearn.errors import QuerylearnError
 
     with pytest.raises(QuerylearnError, match="one row per item"):
