@@ -133,8 +133,10 @@ def run_demo(
     plan = [("teracon", name) for name in tables] + [(s, "random") for s in strategies if s != "teracon"]
     for strategy, emb in plan:
         run_dir = out / "runs" / f"{strategy}-{emb}"
-        # padded positions are left out of the T1 loss (the B16 fix; the official code trains on them)
-        overrides = {**p.train, "strategy": strategy, "seed": seed, "next_query.ignore_padding": True}
+        # padded positions are left out of the T1 loss (the B16 fix; the official code trains on them);
+        # T1's copy head also ranks the user's own earlier queries (docs/train-sequence.md)
+        overrides = {**p.train, "strategy": strategy, "seed": seed, "next_query.ignore_padding": True,
+                     "next_query.head": "copy"}
         cfg = load_config(TrainConfig, None, overrides)
         t_run = time.perf_counter()
         metrics = train_sequence(data, run_dir, config=cfg, embeddings=tables[emb])

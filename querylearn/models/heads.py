@@ -69,7 +69,8 @@ def copy_log_mixture(
     """log(g softmax(z) + (1 - g) c) over the output classes, with c_t(q) = Σ_k a_{t,k} [x_k = q].
 
     gen_logits z [B, T, S], gate_logit [B, T], attn a [B, T, K] (:func:`copy_attention`), history
-    [B, K] ids, query_pos [T], candidates [S] sorted class ids (None: S = all classes, class = id).
+    [B, K] ids, query_pos [T], candidates [S] distinct class ids in any order (None: S = all
+    classes, class = id).
     -> [B, T, S] log-probabilities; rows whose attention is all zero get log softmax(z) alone.
 
     c is sparse (at most K classes per row), so the mixture is log g + log softmax(z) everywhere
@@ -90,10 +91,11 @@ def copy_log_mixture(
     writer = attended & (next_same[:, None, :] > query_pos[None, :, None])  # [B, T, K]
     if candidates is None:
         index = history
-    else:  # only history queries in the candidate list, at their positions in it
-        pos = torch.searchsorted(candidates, history.contiguous()).clamp_max(len(candidates) - 1)  # [B, K]
-        writer = writer & (candidates[pos] == history)[:, None, :]
-        index = pos
+    else:  # only history queries in the candidate list, at their positions in it (any order)
+        ordered, order = torch.sort(candidates)
+        pos = torch.searchsorted(ordered, history.contiguous()).clamp_max(len(candidates) - 1)  # [B, K]
+        writer = writer & (ordered[pos] == history)[:, None, :]
+        index = order[pos]
     index = torch.where(writer, index[:, None, :], 0)  # [B, T, K]
     base = log_g[..., None] + log_gen  # [B, T, S]
     at = base.gather(-1, index)  # [B, T, K] log g + log softmax(z) at the copied classes
