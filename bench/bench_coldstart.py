@@ -1,11 +1,12 @@
-"""Benchmark: ``querylearn coldstart-eval`` on MovieLens-100K end to end, timed (target < 1 minute on 2 cores).
+"""Benchmark: ``querylearn coldstart-eval`` on MovieLens-100K end to end, timed (target < 1 min on 2 cores).
 
 Usage::
 
     python bench/bench_coldstart.py [--data ML100K_DATASET_DIR] [--run RUN_DIR ...] [--after-task T]
                                     [--users-from FILE.parquet ...] [--cold-fraction 0.3] [--out DIR]
 
-Dataset: ``--data``, else it is prepared into the output folder with ``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
+Dataset: ``--data``, else it is prepared into the output folder with
+``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
 ``../shared/data/movielens-100k`` next to the repository; the raw files are never copied here).
 
 Representations: every ``--run`` / ``--users-from`` given. With none, the benchmark writes a
@@ -48,8 +49,15 @@ def ensure_dataset(data: Path | None, out: Path) -> Path:
         if not (DEFAULT_RAW / "u.data").is_file():
             sys.exit(f"MovieLens-100K not found at {DEFAULT_RAW}; set QUERYLEARN_ML100K or pass --data")
         subprocess.run(
-            querylearn("prepare", "movielens-100k", "--path", str(DEFAULT_RAW), "--out", str(target),
-                       "--exclude-last-interaction"),
+            querylearn(
+                "prepare",
+                "movielens-100k",
+                "--path",
+                str(DEFAULT_RAW),
+                "--out",
+                str(target),
+                "--exclude-last-interaction",
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -83,8 +91,10 @@ def main() -> None:
     ap.add_argument("--after-task", action="append", default=[])
     ap.add_argument("--users-from", type=Path, action="append", default=[])
     ap.add_argument("--cold-fraction", type=float, default=0.3)
-    ap.add_argument("--negatives", type=int, default=99)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--negatives", type=int, default=None, help="default: ColdstartConfig's")
+    ap.add_argument("--seed", type=int, default=None, help="default: ColdstartConfig's")
+    ap.add_argument("--config", type=Path, default=None, help="TOML with ColdstartConfig keys")
+    ap.add_argument("--set", action="append", default=[], help="ColdstartConfig key=value; repeatable")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "querylearn-bench-coldstart")
     args = ap.parse_args()
 
@@ -96,9 +106,13 @@ def main() -> None:
     report_dir = args.out / "report"
     cmd = querylearn(
         "coldstart-eval", "--data", str(data), "--out", str(report_dir),
-        "--cold-fraction", str(args.cold_fraction), "--negatives", str(args.negatives),
-        "--seed", str(args.seed), "--threads", "1",
+        "--cold-fraction", str(args.cold_fraction), "--threads", "1",
     )  # fmt: skip
+    for flag, value in (("--negatives", args.negatives), ("--seed", args.seed), ("--config", args.config)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for item in args.set:
+        cmd += ["--set", item]
     for r in args.run:
         cmd += ["--run", str(r)]
     for t in args.after_task:

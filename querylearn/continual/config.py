@@ -1,7 +1,8 @@
 """TrainConfig: every hyper-parameter of ``train-sequence`` (defaults: ALGORITHMS.md 4.13).
 
-Load with ``querylearn.config.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``; unknown
-keys are errors. The resolved config is written to ``RUN_DIR/config.toml`` and into every checkpoint.
+Load with ``querylearn.config_loader.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``;
+unknown keys and bad values are ConfigErrors naming the key (docs/config.md). The resolved config is
+written to ``RUN_DIR/config.toml`` and into every checkpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from querylearn.config_loader import require
 from querylearn.models.masking import DEFAULT_SMAX
 from querylearn.models.nextitnet import ModelConfig
 
@@ -28,14 +30,9 @@ class PhaseConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if (
-            self.lr <= 0
-            or self.batch_size < 1
-            or self.eval_batch_size < 1
-            or self.max_epochs < 1
-            or self.patience < 1
-        ):
-            raise ValueError("lr > 0 and batch_size, eval_batch_size, max_epochs, patience >= 1 are required")
+        require(self.lr > 0, "lr", "must be > 0", self.lr)
+        for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
+            require(getattr(self, key) >= 1, key, "must be >= 1", getattr(self, key))
 
 
 @dataclass
@@ -53,20 +50,35 @@ class NextQueryConfig:
     head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
 
     def __post_init__(self) -> None:
-        if self.sampled_softmax < 0:
-            raise ValueError("next_query.sampled_softmax must be >= 0 (0 = full softmax)")
+        require(self.sampled_softmax >= 0, "sampled_softmax", "must be >= 0 (0 = full softmax)",
+                self.sampled_softmax)
 
 
 @dataclass
 class TeraconConfig:
-    """Knowledge retention and sampling (sections 4.9-4.11, 10.4).
+    """Knowledge retention and sampling (sections 4.9-4.11, 10.4), and the options that make the
+    task masks channel-specific (docs/algorithms.md, TERACON "Mechanism options"; defaults chosen
+    from the measurements in docs/benchmarks-train.md, "TERACON mechanism").
 
     alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
     "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
-    subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
-    (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
-    over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
-    classes; bounds the memory of retention on a large next_query vocabulary).
+    subset per past task and batch (official: 1, fixes B5; default 16). min_rho: floor of rho (0 =
+    parity).
+    teacher_s: "annealed" (parity, B8: teacher, student past-task passes and rho at the annealed
+    s_b) or "smax" (all three at smax, the scale the past tasks are evaluated at). masks:
+    "relation" or "plain" (ablation). mask_reg: weight c of the HAT-style mask-sparsity term
+    c · mean(m^t) on the learning task's masks at s_b (default 0 as the revised code; the original
+    code used 0.75 at T1); mask_reg_tasks: "first" (T1 only, as the original code) or
+    "all" (every task). emb_init: "uniform" (parity: U(model.task_emb_low, model.task_emb_high))
+    or "symmetric" (U(-a, a), a = (high - low) / 2, so tanh(s e) has both signs across channels).
+    relation_init: "official" (default, parity: relation weights N(0, 0.01²), bias 0.1, so every
+    relation-aware mask restarts at σ(0.1 s) on every channel) or "identity" (own-task weight 1, bias
+    0: a task's relation-aware mask starts as σ(s tanh(s e^t)), keeping the channels its plain mask
+    switched off; a new task's mask is then exactly 1 at smax). The only default that differs from
+    the official revised code is min_kr_samples (16; official 1).
+    kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE over
+    ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more classes;
+    bounds the memory of retention on a large next_query vocabulary).
     checkpoint_students: recompute each past task's student pass in backward instead of keeping
     its activations (same gradients; the first batch of a task, where rho = 0.9 for every past
     task, otherwise holds one full forward per past task).
@@ -76,21 +88,26 @@ class TeraconConfig:
     rho_init: float = 0.9
     rho_sharpness: float = 6.0
     rho_mode: Literal["relation", "all"] = "relation"
-    min_kr_samples: int = 1
+    min_kr_samples: int = 16
+    min_rho: float = 0.0
     teacher_s: Literal["annealed", "smax"] = "annealed"
     masks: Literal["relation", "plain"] = "relation"
+    mask_reg: float = 0.0
+    mask_reg_tasks: Literal["first", "all"] = "first"
+    emb_init: Literal["uniform", "symmetric"] = "uniform"
+    relation_init: Literal["official", "identity"] = "official"
     kr_logits: Literal["full", "sampled"] = "full"
     kr_classes: int = 1024
     cos_eps: float = 1e-6
     checkpoint_students: bool = True
 
     def __post_init__(self) -> None:
-        if self.min_kr_samples < 1:
-            raise ValueError("teracon.min_kr_samples must be >= 1 (0 gives empty retention batches, bug B5)")
-        if self.alpha < 0:
-            raise ValueError("teracon.alpha must be >= 0")
-        if self.kr_classes < 1:
-            raise ValueError("teracon.kr_classes must be >= 1")
+        require(self.min_kr_samples >= 1, "min_kr_samples",
+                "must be >= 1 (0 gives empty retention batches, bug B5)", self.min_kr_samples)
+        require(self.alpha >= 0, "alpha", "must be >= 0", self.alpha)
+        require(self.kr_classes >= 1, "kr_classes", "must be >= 1", self.kr_classes)
+        require(0.0 <= self.min_rho <= 1.0, "min_rho", "must lie in [0, 1]", self.min_rho)
+        require(self.mask_reg >= 0, "mask_reg", "must be >= 0", self.mask_reg)
 
 
 @dataclass
@@ -101,8 +118,7 @@ class ConureConfig:
     prune: float = 0.7
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.prune < 1.0:
-            raise ValueError("conure.prune must lie in (0, 1)")
+        require(0.0 < self.prune < 1.0, "prune", "must lie in (0, 1)", self.prune)
 
 
 @dataclass
@@ -115,8 +131,7 @@ class HatConfig:
     clamp_s: float = 50.0
 
     def __post_init__(self) -> None:
-        if self.reg < 0:
-            raise ValueError("hat.reg must be >= 0")
+        require(self.reg >= 0, "reg", "must be >= 0", self.reg)
 
 
 @dataclass
@@ -160,14 +175,11 @@ class TrainConfig:
     hat: HatConfig = field(default_factory=HatConfig)
 
     def __post_init__(self) -> None:
-        if self.selection_metric not in SELECTION_METRICS:
-            raise ValueError(
-                f"selection_metric {self.selection_metric!r} is not one of {', '.join(SELECTION_METRICS)}"
-            )
-        if self.smax <= 0 or self.task_emb_clamp <= 0:
-            raise ValueError("smax and task_emb_clamp must be > 0")
-        if self.threads < 0:
-            raise ValueError("threads must be >= 0 (0 = leave torch's default)")
+        require(self.selection_metric in SELECTION_METRICS, "selection_metric",
+                f"must be one of {', '.join(SELECTION_METRICS)}", self.selection_metric)
+        require(self.smax > 0, "smax", "must be > 0", self.smax)
+        require(self.task_emb_clamp > 0, "task_emb_clamp", "must be > 0", self.task_emb_clamp)
+        require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)
 
     def phase(self, position: int) -> PhaseConfig:
         """Optimisation settings of the task at 0-based ``position`` in the sequence."""

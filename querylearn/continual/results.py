@@ -165,12 +165,12 @@ class TrainMetrics:
             j = self.tasks.index(task)
             header = [f"{task} test rows (n)", *REFERENCE_COLUMNS]
             learnt = [(i, row[j]) for i, row in enumerate(self.R_detail) if j < len(row)]
-            models = [(f"model after {self.tasks[i]}", d) for i, d in (learnt[:1] + learnt[-1:])] if learnt else []
-            if len(learnt) == 1:
-                models = models[:1]
+            ends = learnt[:1] + learnt[-1:] if len(learnt) > 1 else learnt
+            models = [(f"model after {self.tasks[i]}", d) for i, d in ends]
             rows = [[f"{label} ({d.get('n', '')})", *(_fmt(d.get(c)) for c in REFERENCE_COLUMNS)]
                     for label, d in models]
-            rows += [[f"{name} (no model)", *(_fmt(m.get(c)) for c in REFERENCE_COLUMNS)] for name, m in refs.items()]
+            for name, m in refs.items():
+                rows.append([f"{name} (no model)", *(_fmt(m.get(c)) for c in REFERENCE_COLUMNS)])
             out.append((task, header, rows))
         return out
 

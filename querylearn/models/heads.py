@@ -8,7 +8,8 @@ Every task has a linear classifier G_i(h) = W_i h + b_i, W_i ~ N(0, 0.01^2), b_i
   vectors shape the output side as well, with one storage and one gradient;
 - ``copy``: pointer-generator mixture of the softmax with a distribution over the user's own
   earlier queries (See et al. 2017):
-      a_{t,k}  = softmax_k( (W_q h_t) · proj(E[x_k]) / sqrt(C) + r[min(t - k, R - 1)] )   k ≤ t, x_k ∉ {pad, unk}
+      a_{t,k}  = softmax_k( (W_q h_t) · proj(E[x_k]) / sqrt(C) + r[min(t - k, R - 1)] )
+                 over k ≤ t with x_k ∉ {pad, unk}
       c_t(q)   = Σ_k a_{t,k} [x_k = q]                               (one scatter over the history ids)
       g_t      = σ(w_g · h_t + b_g)
       log p_t  = log( g_t softmax(W h_t + b) + (1 - g_t) c_t )       (log-sum-exp, never log 0)
@@ -128,24 +129,38 @@ class QueryHead(nn.Module):
             self.gate = nn.Linear(channels, 1)
             # r[d] = d log(decay): before any training the copy distribution (content scores ≈ 0)
             # is the recency-frequency reference ranker of querylearn.heuristics
-            self.recency = nn.Parameter(torch.arange(COPY_DISTANCES, dtype=torch.float32) * math.log(DEFAULT_DECAY))
+            self.recency = nn.Parameter(
+                torch.arange(COPY_DISTANCES, dtype=torch.float32) * math.log(DEFAULT_DECAY)
+            )
 
-    def output_weight(self, item_vectors: ItemVectors | None, candidates: torch.Tensor | None) -> torch.Tensor:
+    def output_weight(
+        self, item_vectors: ItemVectors | None, candidates: torch.Tensor | None
+    ) -> torch.Tensor:
         """The output matrix [S, C] (the tied query vectors, or this head's own weight)."""
         if not self.tied:
             return self.weight if candidates is None else self.weight[candidates]
         if item_vectors is None:
-            raise ValueError(f"a '{self.kind}' head needs the encoder's query vectors (UserEncoder.head_logits)")
+            raise ValueError(
+                f"a '{self.kind}' head needs the encoder's query vectors (UserEncoder.head_logits)"
+            )
         return item_vectors(candidates)
 
-    def forward(self, h: torch.Tensor, candidates: torch.Tensor | None = None, *, ids: torch.Tensor | None = None,
-                item_vectors: ItemVectors | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        candidates: torch.Tensor | None = None,
+        *,
+        ids: torch.Tensor | None = None,
+        item_vectors: ItemVectors | None = None,
+    ) -> torch.Tensor:
         bias = self.bias if candidates is None else self.bias[candidates]
         logits = F.linear(h, self.output_weight(item_vectors, candidates), bias)  # [..., S]
         if not self.copy:
             return logits
         if ids is None or item_vectors is None:
-            raise ValueError(f"a '{self.kind}' head needs the input ids and query vectors (UserEncoder.head_logits)")
+            raise ValueError(
+                f"a '{self.kind}' head needs the input ids and query vectors (UserEncoder.head_logits)"
+            )
         last_only = h.dim() == 2
         hq = h[:, None, :] if last_only else h  # [B, T, C]
         K = ids.shape[1]
@@ -153,11 +168,15 @@ class QueryHead(nn.Module):
         query_pos = torch.arange(K - T, K, device=ids.device)  # [T]
         keys = item_vectors(ids)  # [B, K, C]
         scores = torch.einsum("btc,bkc->btk", self.copy_query(hq), keys) / math.sqrt(self.channels)
-        distance = (query_pos[:, None] - torch.arange(K, device=ids.device)[None, :]).clamp(0, COPY_DISTANCES - 1)
+        distance = (query_pos[:, None] - torch.arange(K, device=ids.device)[None, :]).clamp(
+            0, COPY_DISTANCES - 1
+        )
         scores = scores + self.recency[distance]  # [B, T, K]
         attn = copy_attention(scores, ids, query_pos)  # [B, T, K]
         gate = self.gate(hq).squeeze(-1)  # [B, T]
-        out = copy_log_mixture(logits[:, None, :] if last_only else logits, gate, attn, ids, query_pos, candidates)
+        out = copy_log_mixture(
+            logits[:, None, :] if last_only else logits, gate, attn, ids, query_pos, candidates
+        )
         return out[:, 0] if last_only else out
 
 
@@ -198,8 +217,15 @@ class TaskHeads(nn.Module):
         head = self.heads[name]
         return int(head.n_classes if isinstance(head, QueryHead) else head.out_features)
 
-    def forward(self, h: torch.Tensor, name: str, candidates: torch.Tensor | None = None, *,
-                ids: torch.Tensor | None = None, item_vectors: ItemVectors | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        name: str,
+        candidates: torch.Tensor | None = None,
+        *,
+        ids: torch.Tensor | None = None,
+        item_vectors: ItemVectors | None = None,
+    ) -> torch.Tensor:
         """h [..., C] -> logits [..., n_classes]; with ``candidates`` [S] only those classes [..., S].
         ``ids`` (the input query ids) and ``item_vectors`` are needed by tied and copy heads."""
         head = self.heads[name]
