@@ -31,8 +31,8 @@ overrides (so the same per-fit epoch cap, patience and selection metric per task
 states each strategy's epoch budget per task (CONURE fits twice per task, train and retrain, each
 up to the cap); a run whose best epoch equals its cap was still improving and is listed under
 "capped" (raise the cap and re-run: its number is not an early-stopped result); the no-model
-references (popularity / majority class per task, and for T1 the recent-distinct and most-popular
-rankers of bench/t1_heuristics.py) are rows of the same table.
+references (popularity / majority class per task, and for T1 the recent-distinct, recency-frequency
+and most-popular rankers of bench/t1_heuristics.py, i.e. querylearn.heuristics) are rows of the same table.
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ def heuristic_rows(data: Path, tasks: list[str]) -> list[list[str]]:
     if h["task"] not in tasks:
         return []
     rows = []
-    for name in ("recent-distinct", "most-popular"):
+    for name in ("recent-distinct", "recency-frequency", "most-popular"):
         cells = [f"{name} ({h['task']} only, no model)", "–"]
         cells += [f"{h[name]:.4f}" if t == h["task"] else "–" for t in tasks]
         rows.append(cells + ["–", "–", "–", "–"])

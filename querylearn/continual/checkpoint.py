@@ -54,6 +54,8 @@ def save_checkpoint(
         "masking": model.masking,
         "smax": model.smax,
         "heads": [[name, model.heads.n_classes(name)] for name in model.task_names],
+        "next_query_task": model.next_query_task,
+        "next_query_head": model.next_query_head,
         "model_config": {
             **{k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
             "dilations": list(model.config.dilations),
@@ -127,6 +129,8 @@ def load_checkpoint(
         masking=meta["masking"],
         embedding_dim=int(meta["embedding_dim"]),
         smax=float(checkpoint_smax(meta)),
+        next_query_task=meta.get("next_query_task"),  # absent before the head options: softmax
+        next_query_head=meta.get("next_query_head", "softmax"),
     )
     for name, n_classes in meta["heads"]:
         model.add_task(name, int(n_classes))

@@ -47,8 +47,9 @@ def evaluate(
         x = sequences[torch.as_tensor(uniq, device=device)]  # [U, L]
         if task.kind == "next_query":
             x = x[:, :-1]
-        hidden = model.encode(x, masks, task=task.name)[torch.as_tensor(inv, device=device)]  # [B, C]
-        logits = model.heads(hidden, task.name)  # [B, n]
+        inv_t = torch.as_tensor(inv, device=device)
+        hidden = model.encode(x, masks, task=task.name)[inv_t]  # [B, C]
+        logits = model.head_logits(hidden, task.name, ids=x[inv_t])  # [B, n]
         if task.kind == "next_query" and config.next_query.exclude_padding_from_ranking:
             logits[:, PAD_ID] = float("-inf")
         target = logits.gather(1, y[:, None])  # [B, 1]

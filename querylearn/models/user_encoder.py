@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from querylearn.models.heads import TaskHeads
+from querylearn.models.heads import QUERY_HEADS, TaskHeads
 from querylearn.models.masking import DEFAULT_SMAX, TaskMaskBank
 from querylearn.models.nextitnet import ModelConfig, NextItNet
 from querylearn.models.weight_masks import ConvWeightMasks
@@ -41,6 +41,10 @@ class UserEncoder(nn.Module):
 
     smax: the mask scale of evaluation (and the end of the training anneal, section 4.5); it travels
     with the model (checkpoints store it), so readers of a trained model never need the train config.
+
+    next_query_task / next_query_head: the task whose head is ``next_query_head`` ("softmax", the
+    paper's linear head; "tied", "copy", "tied-copy": :mod:`querylearn.models.heads`); every other
+    head is linear. Checkpoints store both.
     """
 
     def __init__(
@@ -52,8 +56,14 @@ class UserEncoder(nn.Module):
         embedding_dim: int | None = None,
         init_vectors: np.ndarray | None = None,
         smax: float = DEFAULT_SMAX,
+        next_query_task: str | None = None,
+        next_query_head: str = "softmax",
     ):
         super().__init__()
+        if next_query_head not in QUERY_HEADS:
+            raise ValueError(f"next_query head {next_query_head!r} is not one of {QUERY_HEADS}")
+        self.next_query_task = next_query_task
+        self.next_query_head = next_query_head
         if masking not in MASKINGS:
             raise ValueError(f"masking {masking!r} is not one of {MASKINGS}")
         if smax <= 0:
@@ -101,7 +111,13 @@ class UserEncoder(nn.Module):
     def add_task(self, name: str, n_classes: int) -> None:
         """Grow by one task: a head and (with masking) one task embedding; relation layers per config."""
         device = self.item_embedding.weight.device
-        self.heads.add_task(name, n_classes)
+        kind = self.next_query_head if name == self.next_query_task else "softmax"
+        if kind != "softmax" and n_classes != self.item_embedding.num_embeddings:
+            raise ValueError(
+                f"task '{name}': a '{kind}' head ranks the input queries, so it needs "
+                f"{self.item_embedding.num_embeddings} classes, got {n_classes}"
+            )
+        self.heads.add_task(name, n_classes, kind)
         self.heads.heads[name].to(device)
         self.masks.add_task()
         self.masks.to(device)
@@ -158,6 +174,14 @@ class UserEncoder(nn.Module):
         return None if masks is None else masks[self.task_index(task)]
 
     # ---- forward ------------------------------------------------------------------------------
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Query vectors in the model's width: ``embed(ids)`` [..., C]; ids None -> all queries [V, C]
+        (the embedding weight itself when there is no projection: tied heads share its storage)."""
+        if ids is not None:
+            return self.embed(ids)
+        w = self.item_embedding.weight  # [V, E]
+        return w if self.input_proj is None else self.input_proj(w)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.item_embedding(ids)  # [B, L, E]
         if self.input_proj is not None:
@@ -197,8 +221,22 @@ class UserEncoder(nn.Module):
         """Encode with ``task``'s mask at scale ``s`` and apply its head (``candidates``: class subset)."""
         masks = self.task_masks(task, s)
         hidden = self.encode(ids, masks, all_positions=all_positions, conv_weights=conv_weights, task=task)
-        logits = self.heads(hidden, task, candidates)
+        logits = self.head_logits(hidden, task, candidates, ids=ids)
         return EncoderOutput(hidden=hidden, logits=logits, masks=masks)
+
+    def head_logits(
+        self,
+        hidden: torch.Tensor,
+        task: str,
+        candidates: torch.Tensor | None = None,
+        *,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``task``'s head on hidden [B, C] (last position) or [B, L, C] -> [B(, L), n | S].
+
+        ``ids`` [B, L]: the input query ids that ``hidden`` was encoded from (copy heads read them;
+        the other heads ignore them)."""
+        return self.heads(hidden, task, candidates, ids=ids, item_vectors=self.item_vectors)
 
     @torch.no_grad()
     def clamp_task_embeddings_(self, bound: float) -> None:
