@@ -1,4 +1,4 @@
-"""Per-task output heads (ALGORITHMS.md 3.3) and the next-query head options.
+"""Per-task output heads (docs/algorithms.md#initialisation) and the next-query head options.
 
 Every task has a linear classifier G_i(h) = W_i h + b_i, W_i ~ N(0, 0.01^2), b_i = 0.1 (the paper's
 "softmax" head). The next_query task (T1) may instead use a :class:`QueryHead`:

@@ -1,7 +1,7 @@
 """UserEncoder = input embedding (+ projection) + NextItNet + task masks + per-task heads.
 
 ``forward(ids, task, s=...)`` returns an :class:`EncoderOutput`; the user representation is the
-last position's output (ALGORITHMS.md 3.2; sequences are left-padded, most recent last).
+last position's output (docs/algorithms.md#readout; sequences are left-padded, most recent last).
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ class UserEncoder(nn.Module):
     """ids [B, L] -> user representation [B, C] and per-task logits.
 
     masking: "relation" (TERACON: plain masks while one task is held, relation-aware once there are
-    two or more, everywhere, fixing B3), "plain" (σ(s e) always; HAT and the plain-mask ablation),
+    two or more, everywhere, fixing B3, docs/algorithms.md#b3), "plain" (σ(s e) always; HAT and the
+    plain-mask ablation),
     "none" (no gates; finetune, single, multitask), "conure" (no gates; per-task binary masks
-    over the conv weights, section 6.6: task t runs with W ⊙ (M_1 ∪ ... ∪ M_t)).
+    over the conv weights, docs/algorithms.md#conure: task t runs with W ⊙ (M_1 ∪ ... ∪ M_t)).
 
-    smax: the mask scale of evaluation (and the end of the training anneal, section 4.5); it travels
-    with the model (checkpoints store it), so readers of a trained model never need the train config.
+    smax: the mask scale of evaluation (and the end of the training anneal,
+    docs/algorithms.md#s-annealing); it travels with the model (checkpoints store it), so readers
+    of a trained model never need the train config.
 
     next_query_task / next_query_head: the task whose head is ``next_query_head`` ("softmax", the
     paper's linear head; "tied", "copy", "tied-copy": :mod:`querylearn.models.heads`); every other
@@ -76,12 +78,14 @@ class UserEncoder(nn.Module):
                 raise ValueError(f"init_vectors must be [{vocab_size}, D], got {tuple(init_vectors.shape)}")
             embedding_dim = int(init_vectors.shape[1])
         self.embedding_dim = int(embedding_dim or config.channels)
-        self.item_embedding = nn.Embedding(vocab_size, self.embedding_dim)  # no padding_idx (section 3.1)
+        # no padding_idx (docs/algorithms.md#backbone)
+        self.item_embedding = nn.Embedding(vocab_size, self.embedding_dim)
         if init_vectors is not None:
             with torch.no_grad():
                 self.item_embedding.weight.copy_(torch.as_tensor(np.asarray(init_vectors, dtype=np.float32)))
         else:
-            bound = math.sqrt(1.0 / vocab_size)  # section 3.3: U(-sqrt(1/|V|), +sqrt(1/|V|))
+            # docs/algorithms.md#initialisation: U(-sqrt(1/|V|), +sqrt(1/|V|))
+            bound = math.sqrt(1.0 / vocab_size)
             nn.init.uniform_(self.item_embedding.weight, -bound, bound)
         # a learnt projection when the table width differs from the model width
         self.input_proj = (
@@ -126,7 +130,7 @@ class UserEncoder(nn.Module):
 
     def conure_weights(self, task: str) -> list[torch.Tensor]:
         """Conv weights task ``task`` runs with (:class:`ConvWeightMasks`): W ⊙ (M_1 ∪ ... ∪ M_t) at
-        inference, stopgrad(W ⊙ F) + W ⊙ trainable while the task trains (section 6.6)."""
+        inference, stopgrad(W ⊙ F) + W ⊙ trainable while the task trains (docs/algorithms.md#conure)."""
         self.task_index(task)  # a clear error for a task the model does not hold
         return self.weight_masks.effective(task, self.task_names, self.conv_weights())
 
