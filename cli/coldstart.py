@@ -55,7 +55,16 @@ def coldstart_eval_cli(
         list[str] | None,
         typer.Option(
             "--after-task",
-            help="Task whose mask is used for the --run export; repeat to compare (e.g. T4, T7).",
+            help="Export each --run as its model was after learning this task (trained on T1..TASK "
+            "only); repeat to compare (e.g. T4, T7). Default: the last task learnt.",
+        ),
+    ] = None,
+    mask_task: Annotated[
+        str | None,
+        typer.Option(
+            "--mask-task",
+            help="Task whose mask the --run exports use; default each checkpoint's last task "
+            "(the --after-task itself).",
         ),
     ] = None,
     users_from: Annotated[
@@ -107,8 +116,10 @@ def coldstart_eval_cli(
     from querylearn.recsys.report import render_table, write_report
     from querylearn.recsys.representations import read_user_parquet, representations_from_runs
 
-    if after_task and not run:
-        raise QuerylearnError("--after-task selects the task mask of a --run export; pass at least one --run")
+    if (after_task or mask_task) and not run:
+        raise QuerylearnError(
+            "--after-task/--mask-task select the checkpoint and mask of a --run export; pass at least one --run"
+        )
     overrides = {
         "negatives": negatives,
         "seed": seed,
@@ -128,7 +139,7 @@ def coldstart_eval_cli(
         rep = read_user_parquet(path)
         rep.name = _unique_name(rep.name, taken)
         sources.append(rep)
-    for rep in representations_from_runs(list(run), list(after_task or [])) if run else []:
+    for rep in representations_from_runs(list(run), list(after_task or []), mask_task) if run else []:
         rep.name = _unique_name(rep.name, taken)
         sources.append(rep)
     item_vectors = item_vectors_from_table(item_init, dataset) if item_init is not None else None

@@ -170,10 +170,21 @@ def train_sequence_cli(
 def export_users_cli(
     run: Annotated[Path, typer.Option("--run", help="Run directory of 'querylearn train-sequence'.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, v0..v{D-1}).")],
-    task: Annotated[
+    after_task: Annotated[
         str | None,
         typer.Option(
-            "--task", help="Task whose mask (and, for 'single', model) is used; default the last task."
+            "--after-task",
+            help="Use the model as it was after learning this task (trained on T1..TASK only); "
+            "default the last task learnt.",
+        ),
+    ] = None,
+    mask_task: Annotated[
+        str | None,
+        typer.Option(
+            "--mask-task",
+            "--task",
+            help="Task whose mask (and, for 'single', model) is used; default the --after-task "
+            "checkpoint's last task. --task is the older name.",
         ),
     ] = None,
     users: Annotated[
@@ -184,5 +195,8 @@ def export_users_cli(
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
-    info = export_users(run, out, task=task, users=users, batch_size=batch_size)
-    console.print(f"wrote {info['n_users']:,} users x {info['dim']} dims (task {info['task']}) to {out}")
+    info = export_users(run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size)
+    console.print(
+        f"wrote {info['n_users']:,} users x {info['dim']} dims (model after {info['after_task']}, "
+        f"mask of {info['task']}) to {out}"
+    )
