@@ -151,6 +151,10 @@ def run_demo(
     report = coldstart_eval(ds, sources, cfg, log=lambda m: console.print(m))
     write_report(out / "coldstart", report, cfg)
     console.print(render_table(report))
+    from querylearn.export import export_users
+
+    for run_dir in runs:  # the report's picture of the user space (PCA coloured by a label)
+        export_users(run_dir, out / "users" / f"{run_dir.name}.parquet", users="all")
     seconds["coldstart-eval"] = time.perf_counter() - t
 
     t = _stage("5/5 report")
@@ -184,9 +188,16 @@ def demo_cli(
 def report_cli(
     path: Annotated[Path, typer.Argument(help="A run directory, a coldstart report directory or a demo output directory.")],
     out: Annotated[Path | None, typer.Option(help="Where to write report.md and figures/ (default: PATH).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (tables and numbers) instead of tables.")
+    ] = False,
 ) -> None:
-    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR) and write PNG figures + report.md."""
+    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR) and write PNG figures + report.md.
+
+    Tables are rich on a terminal and plain, complete text otherwise (pipes, files).
+    """
     from querylearn.report import build_report
 
-    md = build_report(path, out, console=console)
-    console.print(f"wrote {md}")
+    md = build_report(path, out, console=console, as_json=as_json)
+    if not as_json:
+        console.print(f"wrote {md}")

@@ -29,10 +29,10 @@ from querylearn.continual.data import (
     resolve_task_order,
     task_data,
 )
-from querylearn.continual.evaluation import evaluate
+from querylearn.continual.evaluation import metrics_of_ranks, row_ranks
 from querylearn.continual.fit import FitResult, Progress, fit, seed_everything
 from querylearn.continual.protocol import ContinualStrategy
-from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, write_masks
+from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, read_ranks, write_masks, write_ranks
 from querylearn.continual.strategies import build_strategy
 from querylearn.data.dataset import Dataset, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
@@ -74,6 +74,7 @@ class _Run:
         self.strategy = build_strategy(config.strategy, config)
         self.history: dict = {"R": [], "R_detail": [], "single": [], "single_detail": [], "per_task": []}
         self.models: dict[int, UserEncoder] = {}  # position -> model that may answer for a task
+        self.ranks: dict[str, np.ndarray] = {}  # ranks.npz: per-row test ranks behind R (results.py)
 
     def new_model(self, masking: str) -> UserEncoder:
         return UserEncoder(
@@ -151,12 +152,16 @@ class _Run:
             log_path=self.run_dir / "logs" / "single" / f"{position + 1:02d}-{name}.jsonl",
             label=f"single {name}",
         )
-        return self._evaluate(model, position)
+        return self._evaluate(model, position, f"single_{position}")
 
-    def _evaluate(self, model: UserEncoder, j: int) -> dict:
-        batch_size = self.config.phase(j).eval_batch_size
-        return evaluate(model, self.tasks[self.order[j]], "test", self.sequences, config=self.config,
-                        batch_size=batch_size)
+    def _evaluate(self, model: UserEncoder, j: int, key: str) -> dict:
+        """Task j's test metrics; its per-row ranks are kept under ``key`` for ranks.npz."""
+        task = self.tasks[self.order[j]]
+        ranks = row_ranks(model, task, "test", self.sequences, config=self.config,
+                          batch_size=self.config.phase(j).eval_batch_size)
+        self.ranks[key] = ranks.astype(np.int32)
+        self.ranks[f"users_{j}"] = task.users["test"].astype(np.int32)
+        return metrics_of_ranks(ranks)
 
     def _keep_models(self, position: int) -> None:
         """Keep only the models that answer for a task after ``position``."""
@@ -173,7 +178,7 @@ class _Run:
         self._keep_models(position)
         row, detail = [], []
         for j in range(position + 1):
-            m = self._evaluate(self.models[self.strategy.model_position(j, position)], j)
+            m = self._evaluate(self.models[self.strategy.model_position(j, position)], j, f"R_{position}_{j}")
             detail.append(m)
             row.append(m[self.tasks[self.order[j]].metric])
         self.history["R"].append(row + [None] * (len(self.order) - len(row)))
@@ -192,6 +197,7 @@ class _Run:
             single = detail[-1] if self.strategy.reference_diagonal else self.reference(position)
             self.history["single"].append(single[self.tasks[name].metric])
             self.history["single_detail"].append(single)
+        write_ranks(self.run_dir, self.ranks)
         seen = self.order[: position + 1]
         save_checkpoint(
             _stem(self.run_dir, position, name),
@@ -228,6 +234,7 @@ class _Run:
             )
         self.strategy.load_state_dict(strategy_state)
         self.history = meta["history"]
+        self.ranks = read_ranks(self.run_dir) or {}
         for row in self.history["R"]:  # the order may have grown by --add-task
             row.extend([None] * (len(self.order) - len(row)))
         self.models = {position: model}
