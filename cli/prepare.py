@@ -54,7 +54,8 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
 def prepare_cli(
     source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files | teracon")],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
-    users: Annotated[int, typer.Option(help="[synthetic] number of users.")] = 2000,
+    users: Annotated[int | None, typer.Option(
+        help="[synthetic] number of users (default 2000); [files] keep the first N user ids.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generator and of the splits.")] = 0,
     noisy_task: Annotated[bool, typer.Option("--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
     path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
@@ -69,8 +70,8 @@ def prepare_cli(
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk when reading the log.")] = 500_000,
     exclude_last_interaction: Annotated[bool, typer.Option(
         "--exclude-last-interaction",
-        help="[movielens-100k | kmrd] keep each user's latest rating out of the query sequences and labels "
-        "(interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
+        help="[movielens-100k | kmrd | files] keep each user's latest interaction out of the query sequences and "
+        "labels (interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
 ) -> None:
     """Build a dataset directory from a source and print its summary table."""
     if source not in SOURCES:

@@ -129,6 +129,7 @@ def train_sequence_cli(
 
     Extra ``--section.key value`` options override single config keys, e.g. ``--model.channels 64``.
     """
+    from querylearn.artifacts import check_out_dir
     from querylearn.cli.progress import RichProgress
     from querylearn.config import load_config
     from querylearn.continual.config import TrainConfig
@@ -152,6 +153,8 @@ def train_sequence_cli(
         metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
         run_dir = resume
     else:
+        if out is not None:
+            check_out_dir(out)
         try:
             cfg = load_config(TrainConfig, config, overrides)
         except ConfigError as exc:

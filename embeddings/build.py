@@ -282,6 +282,12 @@ class QueryEncoder:
         cfg = EmbedInitConfig(**{k: v for k, v in meta["config"].items() if k in fields})
         if model is not None:
             cfg = dataclasses.replace(cfg, model=model)
+        else:
+            # a relative --model was relative to where embed-init ran: use the folder it resolved to
+            recorded = (meta.get("model") or {}).get("resolved_path")
+            if cfg.model and recorded and not Path(cfg.model).is_absolute() and Path(recorded).is_dir() \
+                    and not (meta.get("model") or {}).get("from_hub"):
+                cfg = dataclasses.replace(cfg, model=recorded)
         embedder = build_embedder(cfg)
         if isinstance(embedder, TableSource):
             raise QuerylearnError(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from querylearn.errors import ArtifactError
+from querylearn.errors import ArtifactError, QuerylearnError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -130,3 +130,12 @@ def file_sha256(path: str | Path, *, limit: int | None = None) -> str:
                 if remaining <= 0:
                     break
     return h.hexdigest()
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> None:
+    """Raise a one-line error when ``path`` cannot become an output folder (it, or a parent, is a file)."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            where = "is a file" if p == path else f"lies under {p}, which is a file"
+            raise QuerylearnError(f"{option} {path}: {where}, not a folder; pass a new or existing folder path")

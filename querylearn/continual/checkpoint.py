@@ -5,8 +5,10 @@ strategy's tensors under ``strategy.``; ``NN-NAME.json`` (kind "checkpoint") hol
 config, the heads in task order, the masking mode, the evaluation scale ``smax``, the task sequence
 seen so far, the resolved train config and the run history (R rows, timings). Both files are
 written atomically (``querylearn.artifacts.atomic_write``); the JSON is written last, so its
-presence marks a complete checkpoint. The optimizer is created fresh for every task (ALGORITHMS.md
-4.8), so no optimizer state is stored.
+presence marks a complete checkpoint. The JSON records the SHA-256 of the tensor file
+(``tensors_sha256``); loading verifies it and refuses unreadable files and non-finite weights.
+Checkpoints written before the hash existed load without the hash check. The optimizer is created
+fresh for every task (ALGORITHMS.md 4.8), so no optimizer state is stored.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from querylearn.artifacts import atomic_write, check_manifest, read_json, write_json
+from querylearn.artifacts import atomic_write, check_manifest, file_sha256, read_json, write_json
 from querylearn.errors import ArtifactError
 from querylearn.models.nextitnet import ModelConfig
 from querylearn.models.user_encoder import UserEncoder
@@ -34,11 +37,18 @@ def save_checkpoint(
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for k, v in (strategy_state or {}).items():
         tensors[f"strategy.{k}"] = v.detach().cpu().contiguous()
-    atomic_write(stem.with_suffix(".safetensors"), lambda tmp: save_file(tensors, str(tmp)))
+    digest: list[str] = []
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp))
+        digest.append(file_sha256(tmp))
+
+    atomic_write(stem.with_suffix(".safetensors"), write)
     full = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,
         "tensors": stem.with_suffix(".safetensors").name,
+        "tensors_sha256": digest[0],
         "vocab_size": int(model.item_embedding.num_embeddings),
         "embedding_dim": int(model.embedding_dim),
         "masking": model.masking,
@@ -68,6 +78,32 @@ def checkpoint_smax(meta: dict) -> float:
     return float(meta["smax"] if "smax" in meta else meta["config"]["smax"])
 
 
+def read_checkpoint_tensors(path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The verified tensors of the checkpoint whose JSON is ``path``.
+
+    Raises ArtifactError (one line) when the file's SHA-256 differs from ``meta['tensors_sha256']``
+    (absent in checkpoints written before it was recorded: those skip this check), when the file
+    is not a readable safetensors file (e.g. truncated), or when a floating tensor holds NaN/inf.
+    """
+    tensor_path = path.parent / meta["tensors"]
+    fix = "restore the file from a backup or retrain (querylearn train-sequence --resume RUN re-creates later tasks)"
+    expected = meta.get("tensors_sha256")
+    if expected is not None and file_sha256(tensor_path) != expected:
+        raise ArtifactError(
+            f"{tensor_path}: the tensor file changed after it was written (SHA-256 differs from "
+            f"tensors_sha256 in {path.name}); {fix}"
+        )
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{tensor_path}: not a readable safetensors file ({first}); {fix}") from None
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ArtifactError(f"{tensor_path}: tensor '{key}' holds NaN or infinite values; {fix}")
+    return tensors
+
+
 def load_checkpoint(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[UserEncoder, dict, dict[str, torch.Tensor]]:
@@ -94,7 +130,7 @@ def load_checkpoint(
     )
     for name, n_classes in meta["heads"]:
         model.add_task(name, int(n_classes))
-    tensors = load_file(str(tensor_path))
+    tensors = read_checkpoint_tensors(path, meta)
     strategy_state = {k[len("strategy.") :]: v for k, v in tensors.items() if k.startswith("strategy.")}
     state = {k: v for k, v in tensors.items() if not k.startswith("strategy.")}
     try:

@@ -34,7 +34,7 @@ from querylearn.continual.fit import FitResult, Progress, fit, seed_everything
 from querylearn.continual.protocol import ContinualStrategy
 from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, read_ranks, write_masks, write_ranks
 from querylearn.continual.strategies import build_strategy
-from querylearn.data.dataset import Dataset, load_dataset
+from querylearn.data.dataset import Dataset, check_dataset_fingerprint, dataset_fingerprint, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 from querylearn.models.user_encoder import UserEncoder
 
@@ -294,6 +294,7 @@ def _write_run_files(
             "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
             "strategy": config.strategy,
             "tasks": order,
+            "data_fingerprint": dataset_fingerprint(data, order),
         },
     )
 
@@ -343,6 +344,8 @@ def train_sequence(
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     ds = load_dataset(data)
+    if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run
+        check_dataset_fingerprint(data, read_json(run_dir / "run.json").get("data_fingerprint"), run_dir)
     order = resolve_task_order(ds, config.tasks)
     if add_task is not None:
         if add_task in order:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from querylearn.data.dataset import Interactions, TaskArrays, write_dataset
 from querylearn.data.normalize import normalize_query
-from querylearn.data.readers import iter_table, natural_sorted, parse_timestamps
+from querylearn.data.readers import NS_PER_S, iter_table, natural_sorted, parse_timestamps
 from querylearn.data.splits import SPLIT_MODES, permuted_split, split_sizes
 from querylearn.data.tasks import DEFAULT_METRIC
 from querylearn.data.vocab import PAD_ID, QueryVocab
@@ -37,6 +37,8 @@ class BuildOptions:
     exclude_last_interaction: bool = False
 
     def __post_init__(self) -> None:
+        if self.chunk_rows < 1:
+            raise QuerylearnError(f"--chunk-rows must be at least 1, got {self.chunk_rows}")
         if self.seq_len < 2:
             raise QuerylearnError(f"--seq-len must be at least 2, got {self.seq_len}")
         if self.min_count < 1 or self.min_label_count < 1:
@@ -197,8 +199,8 @@ def _interactions(
     f = f.assign(i=f["item_id"].map(iindex)).sort_values(["u", "timestamp", "order"], kind="stable")
     texts = [(item_texts or {}).get(i, i) for i in item_ids]
     stats["items_without_text"] = int(sum(1 for i in item_ids if i not in (item_texts or {})))
-    inter = Interactions(f["u"].to_numpy(np.int64), f["i"].to_numpy(np.int64), f["timestamp"].to_numpy(np.int64),
-                         item_ids, texts)
+    inter = Interactions(f["u"].to_numpy(np.int64), f["i"].to_numpy(np.int64),
+                         f["timestamp"].to_numpy(np.int64) // NS_PER_S, item_ids, texts)  # sorted by ns, stored in s
     return inter, stats
 
 

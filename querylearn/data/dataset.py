@@ -28,6 +28,8 @@ import numpy as np
 from querylearn import __version__
 from querylearn.artifacts import (
     check_manifest,
+    check_out_dir,
+    file_sha256,
     read_json,
     read_npy,
     read_npz,
@@ -132,6 +134,7 @@ def write_dataset(
 ) -> dict:
     """Write a dataset directory and return its manifest. Deterministic: same inputs, same bytes."""
     out = Path(out_dir)
+    check_out_dir(out)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     n_users, seq_len = sequences.shape
     if len(user_ids) != n_users or len(user_split) != n_users:
@@ -252,3 +255,35 @@ def load_dataset(path: str | Path, *, mmap: bool = False) -> Dataset:
     if sequences.shape[0] != len(user_ids):
         raise ArtifactError(f"{path}/sequences.npy: {sequences.shape[0]} rows but {len(user_ids)} users in users.json")
     return Dataset(path, manifest, vocab, user_ids, sequences, user_split, tasks, interactions)
+
+
+FINGERPRINT_FILES = ("vocab.json", "users.json", "sequences.npy", "splits.npy")
+
+
+def dataset_fingerprint(path: str | Path, tasks: list[str]) -> dict[str, str]:
+    """SHA-256 of the files a trained model depends on: vocabulary, users, sequences, splits and
+    the files of ``tasks`` (``tasks/NAME.npz`` and, for label tasks, ``tasks/NAME.labels.json``).
+
+    A run records it in run.json; :func:`check_dataset_fingerprint` compares it on ``--resume``.
+    """
+    path = Path(path)
+    names = list(FINGERPRINT_FILES)
+    for name in tasks:
+        names.append(f"tasks/{name}.npz")
+        if (path / "tasks" / f"{name}.labels.json").is_file():
+            names.append(f"tasks/{name}.labels.json")
+    return {n: file_sha256(path / n) for n in names if (path / n).is_file()}
+
+
+def check_dataset_fingerprint(path: str | Path, recorded: dict[str, str] | None, run_dir: str | Path) -> None:
+    """Raise when a file recorded in ``recorded`` differs or is gone (runs without a record pass)."""
+    if not recorded:
+        return
+    path = Path(path)
+    for name, digest in recorded.items():
+        if not (path / name).is_file() or file_sha256(path / name) != digest:
+            raise ArtifactError(
+                f"{path / name}: the dataset changed since run {run_dir} was trained on it (its SHA-256 "
+                f"differs from run.json's data_fingerprint); re-prepare it exactly as before, or start a "
+                f"new run with 'querylearn train-sequence --data {path} --out NEW_RUN'"
+            )

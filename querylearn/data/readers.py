@@ -87,7 +87,7 @@ def _iter_csv(
     path: Path, required: tuple[str, ...], chunk_rows: int, sep: str, allow_empty: tuple[str, ...]
 ) -> Iterator[pd.DataFrame]:
     try:
-        header = pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8")
+        header = pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8", lineterminator="\n")
     except UnicodeDecodeError:
         raise DataError(path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
@@ -106,10 +106,15 @@ def _iter_csv(
             encoding="utf-8",
             skipinitialspace=False,
             on_bad_lines="error",
+            # rows end at \n (a \r before it is stripped with the value); a bare \r inside a value, which
+            # pandas' own to_csv leaves unquoted, stays part of the value instead of splitting the row
+            lineterminator="\n",
         )
         any_rows = False
         for chunk in reader:
             chunk.columns = columns
+            # CRLF files: the \r of each line ends up on the last field
+            chunk[columns[-1]] = chunk[columns[-1]].str.removesuffix("\r")
             chunk = chunk[list(required)].copy()
             chunk["_row"] = np.arange(offset, offset + len(chunk), dtype=np.int64)
             offset += len(chunk)
@@ -160,25 +165,99 @@ def _iter_parquet(
         raise DataError(path, "the file has no data rows", fix="add data rows")
 
 
+NS_PER_S = 10**9
+# int64 nanoseconds since the epoch cover 1677-09-21 .. 2262-04-11; epoch seconds outside it are rejected
+_MAX_S = (2**63 - 1) // NS_PER_S
+_INT_RE = r"[+-]?\d+"
+_DEC_RE = r"[+-]?(?:\d+\.\d*|\.\d+)"
+_TS_FIX = "use epoch seconds (fractions allowed) or ISO-8601 such as 2024-05-01T12:30:00 or 2024-05-01T12:30:00+09:00"
+
+
+def _bad_timestamp(path, values: pd.Series, rows: pd.Series, mask: np.ndarray, why: str) -> DataError:
+    i = int(np.flatnonzero(mask)[0])
+    return DataError(path, f"timestamp {values.iloc[i]!r} {why}", row=int(rows.iloc[i]), fix=_TS_FIX)
+
+
 def parse_timestamps(path: str | Path, values: pd.Series, rows: pd.Series) -> np.ndarray:
-    """Integer epoch seconds from integer/float strings or ISO-8601 dates; DataError names the first bad row."""
-    num = pd.to_numeric(values, errors="coerce")
-    if not num.isna().any():
-        return num.to_numpy(dtype=np.float64).astype(np.int64)
-    dt = pd.to_datetime(values.where(num.isna()), errors="coerce", utc=True, format="ISO8601")
-    bad = num.isna() & dt.isna()
-    if bad.any():
-        i = bad.to_numpy().argmax()
-        raise DataError(
-            path,
-            f"timestamp {values.iloc[i]!r} is neither a number nor an ISO-8601 date",
-            row=int(rows.iloc[i]),
-            fix="use epoch seconds or e.g. 2024-05-01T12:30:00",
-        )
-    secs = dt.astype("int64") // 10**9
-    out = num.copy()
-    out[num.isna()] = secs[num.isna()]
-    return out.to_numpy(dtype=np.float64).astype(np.int64)
+    """Timestamps -> int64 nanoseconds since 1970-01-01 UTC (a sort key keeping sub-second order).
+
+    Each value may be, independently of the others in the column: integer epoch seconds, decimal
+    epoch seconds (the fraction is kept exactly to the nanosecond), a number in exponent form, or an
+    ISO-8601 date/time (``T`` or space separator; a ``Z`` or ``+09:00`` offset is converted to UTC, a
+    value without one is read as UTC). Native Parquet timestamp columns arrive here as their ISO text.
+    Non-finite values (``inf``, ``nan``), values outside 1677..2262 (e.g. epoch milliseconds) and
+    anything else raise a :class:`DataError` naming the first bad row. Use ``ns // NS_PER_S`` for seconds.
+    """
+    text = values.astype(str).str.strip()
+    n = len(text)
+    out = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    # 1. integer epoch seconds (the common case, exact)
+    is_int = text.str.fullmatch(_INT_RE).to_numpy(dtype=bool)
+    if is_int.any():
+        ints = text[is_int]
+        too_long = ints.str.lstrip("+-").str.lstrip("0").str.len().to_numpy() > 11
+        secs = np.zeros(len(ints), dtype=np.int64)
+        secs[~too_long] = ints[~too_long].astype(np.int64).to_numpy()
+        bad = too_long | (np.abs(secs) > _MAX_S)
+        if bad.any():
+            raise _bad_timestamp(path, values[is_int], rows[is_int], bad,
+                                 "is out of range for epoch seconds (1677..2262; milliseconds?)")
+        out[is_int] = secs * NS_PER_S
+        done |= is_int
+    # 2. decimal epoch seconds: integer part and fraction parsed separately, so no float rounding
+    is_dec = ~done & text.str.fullmatch(_DEC_RE).to_numpy(dtype=bool)
+    if is_dec.any():
+        dec = text[is_dec]
+        neg = dec.str.startswith("-").to_numpy()
+        body = dec.str.lstrip("+-")
+        parts = body.str.split(".", n=1, expand=True)
+        whole_txt = parts[0].str.lstrip("0")
+        frac_txt = parts[1].fillna("")
+        bad = (whole_txt.str.len().to_numpy() > 11) | (frac_txt.str.len().to_numpy() > 9) & (
+            frac_txt.str[9:].str.strip("0").str.len().to_numpy() > 0)
+        if bad.any():
+            raise _bad_timestamp(path, values[is_dec], rows[is_dec], bad,
+                                 "is out of range, or finer than a nanosecond")
+        whole = whole_txt.where(whole_txt != "", "0").astype(np.int64).to_numpy()
+        if (whole >= _MAX_S).any():  # checked before multiplying: int64 would wrap silently
+            raise _bad_timestamp(path, values[is_dec], rows[is_dec], whole >= _MAX_S,
+                                 "is out of range for epoch seconds (1677..2262; milliseconds?)")
+        frac = frac_txt.str[:9].str.ljust(9, "0").astype(np.int64).to_numpy()
+        ns_abs = whole * NS_PER_S + frac
+        out[is_dec] = np.where(neg, -ns_abs, ns_abs)
+        done |= is_dec
+    rest = ~done
+    if rest.any():
+        # 3. other numbers (exponent form, inf, nan)
+        num = pd.to_numeric(text[rest], errors="coerce").to_numpy(dtype=np.float64)
+        is_num = ~np.isnan(num) | text[rest].str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+        if is_num.any():
+            vals = num[is_num]
+            bad = ~np.isfinite(vals)
+            if bad.any():
+                raise _bad_timestamp(path, values[rest][is_num], rows[rest][is_num], bad, "is not a finite number")
+            bad = np.abs(vals) >= _MAX_S
+            if bad.any():
+                raise _bad_timestamp(path, values[rest][is_num], rows[rest][is_num], bad,
+                                     "is out of range for epoch seconds (1677..2262; milliseconds?)")
+            idx = np.flatnonzero(rest)[is_num]
+            out[idx] = np.round(vals * NS_PER_S).astype(np.int64)
+            done[idx] = True
+    rest = ~done
+    if rest.any():
+        # 4. ISO-8601 dates and times, each value on its own (mixed offsets are fine), to UTC
+        iso = text[rest]
+        dt = pd.to_datetime(iso, errors="coerce", utc=True, format="ISO8601")
+        bad = dt.isna().to_numpy()
+        if bad.any():
+            raise _bad_timestamp(path, values[rest], rows[rest], bad, "is neither a number nor an ISO-8601 date")
+        lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+        bad = ((dt < lo) | (dt > hi)).to_numpy()
+        if bad.any():
+            raise _bad_timestamp(path, values[rest], rows[rest], bad, "is outside 1677..2262")
+        out[rest] = dt.dt.tz_convert(None).dt.as_unit("ns").astype("int64").to_numpy()
+    return out
 
 
 def natural_sorted(values) -> list[str]:

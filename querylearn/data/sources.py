@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from querylearn.artifacts import check_out_dir
 from querylearn.data.build import (
     BuildOptions,
     LabelTable,
@@ -19,7 +20,7 @@ from querylearn.data.build import (
     frame_from_records,
     metric_for,
 )
-from querylearn.data.readers import iter_table
+from querylearn.data.readers import iter_table, natural_sorted, parse_timestamps
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
 
@@ -30,29 +31,96 @@ def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat(list(iter_table(path, required)), ignore_index=True)
 
 
+def _first_users(path: Path, n: int, chunk_rows: int) -> set[str]:
+    """The first ``n`` user ids of a query log in natural order (integers numerically)."""
+    ids: set[str] = set()
+    for chunk in iter_table(path, ("user_id",), chunk_rows=chunk_rows):
+        ids.update(chunk["user_id"].str.strip())
+    return set(natural_sorted(ids)[:n])
+
+
+def _held_out_interactions(inter: pd.DataFrame, path: str) -> pd.DataFrame:
+    """Each user's latest interaction (by timestamp, ties by file order: the item coldstart-eval
+    holds out) -> frame indexed by user_id with item_id and ns (its time, int64 nanoseconds)."""
+    f = pd.DataFrame({"user_id": inter["user_id"].str.strip().to_numpy(),
+                      "item_id": inter["item_id"].str.strip().to_numpy(),
+                      "ns": parse_timestamps(path, inter["timestamp"], inter["_row"]),
+                      "order": np.arange(len(inter))})
+    last = f.sort_values(["user_id", "ns", "order"], kind="stable").groupby("user_id", sort=False).tail(1)
+    return last.set_index("user_id")[["item_id", "ns"]]
+
+
+def _read_log(log: LogAccumulator, path: Path, opts: BuildOptions, keep_users: set[str] | None,
+              held: pd.DataFrame | None) -> dict:
+    """Stream the query log into ``log``, dropping rows of users outside ``keep_users`` and, per
+    user in ``held``, every query at or after the held-out interaction's time. Returns the counts."""
+    dropped = {"other_users": 0, "at_or_after_held_out": 0}
+    for chunk in iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=opts.chunk_rows,
+                            allow_empty=("query",)):
+        if keep_users is None and held is None:
+            log.add(chunk)
+            continue
+        ns = parse_timestamps(path, chunk["timestamp"], chunk["_row"])  # validates every row
+        uid = chunk["user_id"].str.strip()
+        keep = np.ones(len(chunk), dtype=bool)
+        if keep_users is not None:
+            keep &= uid.isin(keep_users).to_numpy()
+            dropped["other_users"] += int((~keep).sum())
+        if held is not None:
+            cut = uid.map(held["ns"])
+            late = (cut.notna().to_numpy() & (ns >= cut.fillna(0).to_numpy(dtype=np.int64))) & keep
+            dropped["at_or_after_held_out"] += int(late.sum())
+            keep &= ~late
+        log.add(chunk[keep])
+        log.rows_read += int((~keep).sum())  # log_rows counts every row of the file
+    return dropped
+
+
 def prepare_files(
     out: str | Path, *, queries: str | Path, tasks: str | Path, interactions: str | Path | None = None,
-    items: str | Path | None = None, opts: BuildOptions,
+    items: str | Path | None = None, opts: BuildOptions, users: int | None = None,
 ) -> dict:
-    """The generic documented format: query log + tasks TOML (+ interactions, + item texts)."""
+    """The generic documented format: query log + tasks TOML (+ interactions, + item texts).
+
+    ``users``: keep only the first N user ids of the log (natural order). With
+    ``opts.exclude_last_interaction``, each user's latest interaction (the item coldstart-eval holds
+    out) is hidden from the representation: the user's queries at or after its time are dropped, and
+    so are multi_target label rows equal to its item id; the interactions keep it.
+    """
     specs = load_task_sequence(tasks)
-    log = LogAccumulator(opts.seq_len)
-    log.read_file(queries, opts.chunk_rows)
-    tables = [
-        LabelTable(s.name, s.kind, s.metric,
-                   None if s.labels is None else _read_all(s.labels, ("user_id", "label")),
-                   str(s.labels) if s.labels else "<log>")
-        for s in specs
-    ]
+    if users is not None and users < 1:
+        raise DataError("files", f"--users {users} must be at least 1", fix="omit --users to keep every user")
+    if opts.exclude_last_interaction and not interactions:
+        raise DataError("files", "--exclude-last-interaction needs --interactions (the latest interaction "
+                        "of each user is what is held out)", fix="pass --interactions FILE or drop the flag")
     inter = _read_all(Path(interactions), ("user_id", "item_id", "timestamp")) if interactions else None
+    held = _held_out_interactions(inter, str(interactions)) if opts.exclude_last_interaction else None
+    keep_users = _first_users(Path(queries), users, opts.chunk_rows) if users is not None else None
+    log = LogAccumulator(opts.seq_len, path=str(queries))
+    dropped = _read_log(log, Path(queries), opts, keep_users, held)
+    tables = []
+    held_label_rows = 0
+    for s in specs:
+        frame = None if s.labels is None else _read_all(s.labels, ("user_id", "label"))
+        if frame is not None and held is not None and s.kind == "multi_target":
+            same = (frame["label"].str.strip() == frame["user_id"].str.strip().map(held["item_id"])).to_numpy()
+            held_label_rows += int(same.sum())
+            frame = frame[~same]
+        tables.append(LabelTable(s.name, s.kind, s.metric, frame, str(s.labels) if s.labels else "<log>"))
     texts = None
     if items:
         it = _read_all(Path(items), ("item_id", "text"))
         texts = dict(zip(it["item_id"].str.strip(), it["text"], strict=True))
+    extra: dict = {"inputs": {"queries": str(queries), "tasks": str(tasks),
+                              "interactions": str(interactions) if interactions else None}}
+    if users is not None:
+        extra["users_limit"] = {"users": users, "rule": "first N user ids of the log in natural order",
+                                "skipped_log_rows": dropped["other_users"]}
+    if held is not None:
+        extra["excluded_last_interaction_rows"] = dropped["at_or_after_held_out"]
+        extra["excluded_last_interaction_label_rows"] = held_label_rows
     return assemble(out, log, tables, opts, source="files", synthetic=False, interactions=inter,
-                    interactions_path=str(interactions), item_texts=texts,
-                    extra={"inputs": {"queries": str(queries), "tasks": str(tasks),
-                                      "interactions": str(interactions) if interactions else None}})
+                    interactions_path=str(interactions), item_texts=texts, extra=extra)
 
 
 def prepare_synthetic(out: str | Path, *, users: int, seed: int, noisy_task: bool, opts: BuildOptions) -> dict:
@@ -213,14 +281,20 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
                            "excluded_last_interaction_rows": held_out})
 
 
-def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 2000, noisy_task: bool = False,
+def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None, noisy_task: bool = False,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None,
             seq_len_from_files: bool = False) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
     ``seq_len_from_files`` [teracon]: keep the files' sequence length instead of ``opts.seq_len``.
+    ``users``: synthetic: users to generate (default 2000); files: keep the first N users
+    (default all); movielens-100k / kmrd / teracon: refused (the datasets are used whole).
     """
+    check_out_dir(out)
+    if source in ("movielens-100k", "kmrd", "teracon") and users is not None:
+        raise DataError(source, f"--users applies to synthetic and files, not {source}",
+                        fix="drop --users (the dataset is used whole)")
     if source == "teracon":  # the official TERACON/CONURE task files (querylearn/data/teracon_format.py)
         from querylearn.data.teracon_format import prepare_teracon
 
@@ -229,7 +303,8 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 20
                             fix="querylearn prepare teracon --path FOLDER --out DIR")
         return prepare_teracon(out, path=path, opts=opts, seq_len_from_files=seq_len_from_files)
     if source == "synthetic":
-        return prepare_synthetic(out, users=users, seed=opts.seed, noisy_task=noisy_task, opts=opts)
+        return prepare_synthetic(out, users=2000 if users is None else users, seed=opts.seed,
+                                 noisy_task=noisy_task, opts=opts)
     if source in ("movielens-100k", "kmrd"):
         if path is None:
             raise DataError(source, "needs --path to the data folder", fix=f"querylearn prepare {source} --path FOLDER --out DIR")
@@ -237,4 +312,5 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int = 20
         return fn(out, path=path, opts=opts)
     if queries is None or tasks is None:
         raise DataError(source, "needs --queries LOG and --tasks TASKS.toml", fix="see docs/data.md for the formats")
-    return prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts)
+    return prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts,
+                         users=users)

@@ -63,6 +63,12 @@ def load_task_sequence(path: str | Path) -> list[TaskSpec]:
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}' (expected [[task]] tables)")
     entries = data.get("task", [])
+    if isinstance(entries, dict):
+        raise ConfigError(
+            f"{path}: [task] is a single table; write [[task]] (double brackets) before each task, in order"
+        )
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path}: 'task' must be a list of [[task]] tables; write [[task]] before each task")
     if not entries:
         raise ConfigError(f"{path}: no [[task]] tables; list the tasks in order")
     specs: list[TaskSpec] = []
@@ -73,20 +79,27 @@ def load_task_sequence(path: str | Path) -> list[TaskSpec]:
         for key in ("name", "kind"):
             if key not in entry:
                 raise ConfigError(f"{path}: task #{i}: missing '{key}'")
+        for key in ("name", "kind", "metric", "labels"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(
+                    f"{path}: task #{i}: {key} = {entry[key]!r} must be a quoted string, e.g. {key} = \"{entry[key]}\""
+                )
         kind = entry["kind"]
         labels = entry.get("labels")
         if kind == "next_query" and labels is not None:
             raise ConfigError(f"{path}: task '{entry['name']}': next_query takes no labels file")
-        if kind != "next_query" and labels is None:
+        if kind in KINDS and kind != "next_query" and labels is None:
             raise ConfigError(f"{path}: task '{entry['name']}': kind {kind} needs labels = \"FILE\"")
-        specs.append(
-            TaskSpec(
+        try:
+            spec = TaskSpec(
                 name=entry["name"],
                 kind=kind,
                 metric=entry.get("metric", DEFAULT_METRIC.get(kind, "accuracy")),
                 labels=(path.parent / labels) if labels is not None else None,
             )
-        )
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        specs.append(spec)
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
