@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from querylearn import __version__
 from querylearn.cli import coldstart, demo, embed, prepare, train  # noqa: F401  (register commands)
-from querylearn.cli.app import app, err_console
+from querylearn.cli.app import VERBOSITY, add_verbosity_options, app, err_console
 from querylearn.errors import QuerylearnError
 
 EXIT_ERROR = 1  # bad input: the message says what to fix
@@ -44,6 +44,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; no traceback ever reaches the terminal (see the module docstring)."""
+    add_verbosity_options()
     try:
         app(args=argv, prog_name="querylearn")
     except QuerylearnError as exc:
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             where = f"the full traceback is in {write_crash_log(traceback.format_exc())}"
         except OSError as log_exc:
             where = f"the traceback could not be written ({_one_line(log_exc)})"
+        if VERBOSITY["level"] >= 2:
+            err_console.print(escape(traceback.format_exc()), highlight=False)
         err_console.print(
             f"[bold red]internal error[/] (a bug in querylearn {__version__}, not in your input): "
             f"{escape(detail)}; {escape(where)}; please report it with that file",

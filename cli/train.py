@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console
+from querylearn.cli.tracking import LogTo
 from querylearn.errors import ConfigError
 
 
@@ -124,6 +125,10 @@ def train_sequence_cli(
         str | None, typer.Option("--add-task", help="With --resume: learn one more task on a finished run.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    log_to: Annotated[
+        LogTo | None,
+        typer.Option("--log-to", help="Also send the epoch records to an experiment tracker (optional extras)."),
+    ] = None,
 ) -> None:
     """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
 
@@ -143,14 +148,20 @@ def train_sequence_cli(
     if with_single:
         flag_values["with_single"] = True
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
-    reporter = RichProgress(console) if progress and console.is_terminal else None
+    reporter = RichProgress(console) if progress and console.is_terminal and not console.quiet else None
+    tracker = None
+    if log_to is not None and (resume or out) is not None:
+        from querylearn.cli.tracking import make_tracker
+
+        tracker, close_tracker = make_tracker(log_to, resume if resume is not None else out)
+        ctx.call_on_close(close_tracker)  # also when training fails
     if resume is not None:
         if overrides or config is not None or data is not None or embeddings is not None:
             raise ConfigError(
                 "--resume continues with the run's stored config.toml; "
                 "drop --data, --config, --embeddings and overrides"
             )
-        metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
+        metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter, tracker=tracker)
         run_dir = resume
     else:
         if out is not None:
@@ -162,7 +173,7 @@ def train_sequence_cli(
                 raise ConfigError(f"{config}: {exc}") from None
             raise
         metrics = train_sequence(
-            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter
+            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter, tracker=tracker
         )
         run_dir = out
     console.print(render_r(metrics))

@@ -10,6 +10,7 @@ answers for a task (:mod:`protocol`); it never tests a strategy's name.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -59,8 +60,10 @@ class _Run:
         order: list[str],
         vectors: np.ndarray | None,
         progress: Progress | None,
+        tracker: Callable[[str, dict], None] | None = None,
     ):
         self.run_dir = run_dir
+        self.tracker = tracker  # also receives every log record: (log name NN-TASK, record)
         self.config = config
         self.ds = ds
         self.order = order
@@ -91,10 +94,17 @@ class _Run:
     def _logger(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "w", encoding="utf-8")
+        steps = [0]  # optimizer steps of this log's fit so far
 
         def log(record: dict) -> None:
+            # every record carries when it was written (UTC, ISO 8601), the cumulative step and its epoch
+            steps[0] += int(record.get("steps", 0))
+            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            record = {"timestamp": stamp, "step": steps[0], **record}
             fh.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
             fh.flush()
+            if self.tracker is not None:
+                self.tracker(path.stem, record)
 
         return log, fh
 
@@ -313,13 +323,15 @@ def train_sequence(
     add_task: str | None = None,
     progress: Progress | None = None,
     on_task_end: Callable[[int, str, dict], None] | None = None,
+    tracker: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train the task sequence and write RUN_DIR; returns the metrics dict (also ``metrics.json``).
 
     New run: ``data`` + ``out`` + ``config``. ``resume=RUN_DIR`` continues from the last complete
     checkpoint with the stored config (``data``/``config`` must be None); ``add_task=NAME`` (with
     ``resume``) appends one more task to a finished run. ``on_task_end(position, name, metrics)``
-    is called after each task's checkpoint (tests use it to simulate an interruption).
+    is called after each task's checkpoint (tests use it to simulate an interruption);
+    ``tracker(log_name, record)`` receives every JSONL log record too (``--log-to``).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -360,7 +372,7 @@ def train_sequence(
         config = dataclasses.replace(config, tasks=tuple(order))
     check_tasks(ds, order)
     vectors = load_input_vectors(embeddings, ds) if embeddings is not None else None
-    run = _Run(run_dir, config, ds, order, vectors, progress)
+    run = _Run(run_dir, config, ds, order, vectors, progress, tracker)
     _write_run_files(run_dir, config, order, data, embeddings)
     model: UserEncoder | None = None
     start = 0

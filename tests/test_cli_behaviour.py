@@ -1,0 +1,115 @@
+"""The CLI behaves like the tools people know (issue 17): help text as written, -q/-v on every
+command, choices validated with the list of valid values, JSONL records with timestamp/step/epoch,
+optional experiment tracking."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import pytest
+import typer
+
+from querylearn.cli.app import add_verbosity_options, app
+from querylearn.cli.main import main
+
+
+def _commands():
+    add_verbosity_options()
+    group = typer.main.get_command(app)
+    return {name: group.get_command(None, name) for name in group.list_commands(None)}
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_keeps_bracketed_text_and_has_quiet_verbose(name, capsys):
+    command = _commands()[name]
+    code, out, _ = _run([name, "--help"], capsys)
+    assert code == 0
+    text = _squash(out)
+    for param in command.params:
+        for bracketed in re.findall(r"\[+[^\[\]]+\]+", getattr(param, "help", None) or ""):
+            assert bracketed in text, f"{name}: {bracketed!r} lost from --help"
+    assert "[]" not in text
+    assert "-q, --quiet" in text and "-v, --verbose" in text
+
+
+def test_prepare_help_shows_the_source_tags(capsys):
+    _, out, _ = _run(["prepare", "--help"], capsys)
+    text = _squash(out)
+    for tag in ("[synthetic] number of users", "[files] query log", "[[task]] name, kind, labels"):
+        assert tag in text
+
+
+def test_quiet_prints_nothing_but_errors(tmp_path, capsys):
+    code, out, err = _run(["prepare", "synthetic", "--users", "120", "--out", str(tmp_path / "d"), "-q"], capsys)
+    assert code in (0, None) and out == "" and (tmp_path / "d" / "dataset.json").is_file()
+    code, out, err = _run(["prepare", "synthetic", "--users", "5", "--out", str(tmp_path / "e"), "-q"], capsys)
+    assert code == 1 and out == "" and "--users" in err
+
+
+def test_enum_option_rejects_a_wrong_value_with_the_list(capsys):
+    code, _, err = _run(["train-sequence", "--data", "x", "--out", "y", "--log-to", "wandb"], capsys)
+    assert code == 2
+    assert "wandb" in err and "tensorboard" in err and "mlflow" in err
+
+
+def _tiny_run(toy, out, tracker=None):
+    from querylearn.config import load_config
+    from querylearn.continual.config import TrainConfig
+    from querylearn.continual.run import train_sequence
+
+    cfg = load_config(TrainConfig, None, {"model.channels": 8, "model.dilations": [1], "tasks": ["T1", "T3"],
+                                          "t1.max_epochs": 2, "t2.max_epochs": 1, "threads": 1})
+    return train_sequence(toy, out, config=cfg, tracker=tracker)
+
+
+def test_jsonl_records_carry_timestamp_step_and_epoch(toy, tmp_path):
+    seen = []
+    _tiny_run(toy, tmp_path / "run", tracker=lambda name, record: seen.append((name, record)))
+    records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "01-T1.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["step"] == records[0]["steps"] + records[1]["steps"]  # cumulative within the fit
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"]) for r in records)
+    # the tracker receives exactly the records written to the logs
+    assert [n for n, _ in seen] == ["01-T1", "01-T1", "02-T3"]
+    assert seen[0][1] == records[0]
+
+
+def test_tracker_scalars():
+    from querylearn.cli.tracking import scalars
+
+    record = {"timestamp": "t", "step": 5, "epoch": 1, "train_loss": 2.0, "improved": True,
+              "valid": {"mrr@5": 0.25, "n": 10}, "selection": None}
+    assert scalars(record, "01-T1") == {"01-T1/train_loss": 2.0, "01-T1/valid/mrr@5": 0.25, "01-T1/valid/n": 10.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_log_to_tensorboard_writes_events(toy, tmp_path, capsys):
+    code, _, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--tasks", "T1",
+                         "--epochs", "1", "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1",
+                         "--log-to", "tensorboard", "-q"], capsys)
+    assert code in (0, None), err
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed")
+def test_log_to_mlflow_records_metrics(toy, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, _, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--tasks", "T1",
+                         "--epochs", "1", "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1",
+                         "--log-to", "mlflow", "-q"], capsys)
+    assert code in (0, None), err
+    found = list((tmp_path / "run" / "mlruns").rglob("01-T1/train_loss"))
+    assert found, "no MLflow metric file for 01-T1/train_loss"
