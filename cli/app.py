@@ -86,3 +86,13 @@ def add_verbosity_options() -> None:
         if command.callback is not None and not getattr(command.callback, "_verbosity", False):
             command.callback = with_verbosity(command.callback)
             command.callback._verbosity = True
+
+
+def print_table(table) -> None:
+    """Print a rich table; when the output is not a terminal, at its full natural width (no column
+    cut to 80 characters, no '…'), so pipes and log files get every name and number."""
+    if console.is_terminal or console.quiet:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=100_000, color_system=None, highlight=False)
+    wide.print(table, crop=False)

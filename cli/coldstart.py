@@ -7,10 +7,9 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
 from querylearn.config import load_config
 from querylearn.errors import QuerylearnError
 
@@ -152,6 +151,5 @@ def coldstart_eval_cli(
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False),
     )
     write_report(out, report, config)
-    # A pipe or log file gets a fixed width so method names are not folded.
-    (console if console.is_terminal else Console(width=120)).print(render_table(report))
+    print_table(render_table(report))  # full width when not a terminal: method names are not folded
     console.print(f"wrote {out / 'report.json'} and {out / 'report.csv'} ({report.seconds:.1f}s)")

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
 from querylearn.errors import QuerylearnError
 
 
@@ -150,7 +150,7 @@ def run_demo(
     sources = representations_from_runs(runs, list(p.after_tasks))
     report = coldstart_eval(ds, sources, cfg, log=lambda m: console.print(m))
     write_report(out / "coldstart", report, cfg)
-    console.print(render_table(report))
+    print_table(render_table(report))
     from querylearn.export import export_users
 
     for run_dir in runs:  # the report's picture of the user space (PCA coloured by a label)

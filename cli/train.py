@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
 from querylearn.cli.tracking import LogTo
 from querylearn.errors import ConfigError
 
@@ -176,7 +176,7 @@ def train_sequence_cli(
             data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter, tracker=tracker
         )
         run_dir = out
-    console.print(render_r(metrics))
+    print_table(render_r(metrics))
     console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
 
 

@@ -936,6 +936,8 @@ def render_markdown(title: str, sections: list[Section], out: Path) -> str:
 
 def print_sections(sections: list[Section], console) -> None:
     """Rich tables on a terminal; plain complete tables otherwise (pipes, files, CI logs)."""
+    if console.quiet:
+        return
     if console.is_terminal:
         for s in sections:
             for title, header, rows in s.tables:
@@ -956,7 +958,7 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
     sections, refs = build_sections(inputs, out)
     path = out / "report.md"
     atomic_write_bytes(path, render_markdown(root.name, sections, out).encode("utf-8"))
-    if console is not None:
+    if console is not None and not console.quiet:
         if as_json:
             doc = {
                 "kind": "querylearn-report",

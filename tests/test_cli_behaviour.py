@@ -113,3 +113,14 @@ def test_log_to_mlflow_records_metrics(toy, tmp_path, capsys, monkeypatch):
     assert code in (0, None), err
     found = list((tmp_path / "run" / "mlruns").rglob("01-T1/train_loss"))
     assert found, "no MLflow metric file for 01-T1/train_loss"
+
+
+def test_train_sequence_table_is_complete_when_not_a_terminal(toy, tmp_path, capsys):
+    code, out, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--epochs", "1",
+                           "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1"], capsys)
+    assert code in (0, None), err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "…" not in out
+    last = next(line for line in out.splitlines() if "after T3" in line)
+    for v in metrics["R"][-1]:
+        assert f"{v:.4f}" in last
