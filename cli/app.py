@@ -69,8 +69,18 @@ def with_verbosity(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, quiet: bool = False, verbose: int = 0, **kwargs):
+        from querylearn.cli.progress import StepProgress
+        from querylearn.progress import reporting
+
         set_verbosity(-1 if quiet else verbose)
-        return fn(*args, **kwargs)
+        # progress bars of long library loops: on a terminal only, never with --quiet
+        bars = StepProgress(console) if console.is_terminal and not console.quiet else None
+        try:
+            with reporting(bars):
+                return fn(*args, **kwargs)
+        finally:
+            if bars is not None:
+                bars.close()
 
     params = [p for p in signature.parameters.values() if p.name not in extra]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)

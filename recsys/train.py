@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from querylearn.errors import ConfigError, QuerylearnError
+from querylearn.progress import track
 from querylearn.recsys.evaluate import candidate_ranks
 from querylearn.recsys.interactions import Split, train_matrix_keys
 from querylearn.recsys.ncf import MODELS, NCF
@@ -129,7 +130,7 @@ def train_ncf(
     best_hr, best_epoch, best_state = -1.0, config.epochs, None
     result = TrainResult(model=model, best_epoch=config.epochs)
     untrained = torch.as_tensor(split.n_train == 0, device=device)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in track(range(1, config.epochs + 1), f"training {config.model}"):
         model.train()
         neg_u = np.repeat(pos_u, k)
         neg_i = sample_train_negatives(neg_u, split.n_items, keys, rng)

@@ -124,3 +124,54 @@ def test_train_sequence_table_is_complete_when_not_a_terminal(toy, tmp_path, cap
     last = next(line for line in out.splitlines() if "after T3" in line)
     for v in metrics["R"][-1]:
         assert f"{v:.4f}" in last
+
+
+def test_track_reports_only_when_a_reporter_is_installed():
+    from querylearn.progress import reporting, track
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def start(self, description, total):
+            self.events.append(("start", description, total))
+            return 7
+
+        def advance(self, handle):
+            self.events.append(("advance", handle))
+
+        def stop(self, handle):
+            self.events.append(("stop", handle))
+
+    assert list(track(range(3), "x")) == [0, 1, 2]  # silent without a reporter
+    rec = Recorder()
+    with reporting(rec):
+        assert list(track(range(2), "loop")) == [0, 1]
+        assert list(track(iter("ab"), "gen")) == ["a", "b"]
+    assert rec.events == [("start", "loop", 2), ("advance", 7), ("advance", 7), ("stop", 7),
+                          ("start", "gen", None), ("advance", 7), ("advance", 7), ("stop", 7)]
+    assert list(track(range(1), "after")) == [0] and len(rec.events) == 8  # uninstalled again
+
+
+def test_ncf_training_advances_a_bar_per_epoch(toy):
+    from querylearn.data.dataset import load_dataset
+    from querylearn.progress import reporting
+    from querylearn.recsys.coldstart import ColdstartConfig, coldstart_eval
+    from querylearn.recsys.train import NCFConfig
+
+    starts = []
+
+    class Recorder:
+        def start(self, description, total):
+            starts.append((description, total))
+
+        def advance(self, handle):
+            pass
+
+        def stop(self, handle):
+            pass
+
+    cfg = ColdstartConfig(threads=1, negatives=5, variants=("id",), baselines=(), ncf=NCFConfig(epochs=2))
+    with reporting(Recorder()):
+        coldstart_eval(load_dataset(toy), [], cfg)
+    assert starts == [("training neumf", 2)]

@@ -20,6 +20,7 @@ from querylearn.data.splits import SPLIT_MODES, permuted_split, split_sizes
 from querylearn.data.tasks import DEFAULT_METRIC
 from querylearn.data.vocab import PAD_ID, QueryVocab
 from querylearn.errors import DataError, QuerylearnError
+from querylearn.progress import track
 
 
 @dataclass
@@ -96,7 +97,8 @@ class LogAccumulator:
 
     def read_file(self, path: str | Path, chunk_rows: int) -> None:
         self.path = str(path)
-        for chunk in iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=chunk_rows, allow_empty=("query",)):
+        chunks = iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=chunk_rows, allow_empty=("query",))
+        for chunk in track(chunks, f"reading {Path(path).name} ({chunk_rows:,}-row chunks)"):
             self.add(chunk)
 
     @property
