@@ -4,7 +4,9 @@ The JSONL logs (``RUN_DIR/logs/NN-TASK.jsonl``) stay the record of truth; a trac
 records (:func:`querylearn.continual.run.train_sequence`'s ``tracker``) and logs their numbers:
 ``NN-TASK/train_loss``, ``NN-TASK/valid/mrr@5`` (``/valid/TASK/...`` when several tasks train together),
 ``NN-TASK/selection``, at the record's cumulative ``step``. Both packages are optional extras
-(``pip install 'querylearn[tensorboard]'`` or ``'querylearn[mlflow]'``).
+(``pip install 'querylearn[tensorboard]'`` or ``'querylearn[mlflow]'``). TensorBoard writes
+``RUN_DIR/tensorboard``; MLflow logs to ``MLFLOW_TRACKING_URI`` when set (a server or database),
+otherwise to its local file store ``RUN_DIR/mlruns``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
-from querylearn.errors import ConfigError
+from querylearn.errors import ConfigError, QuerylearnError
 
 
 class LogTo(StrEnum):
@@ -72,15 +74,21 @@ def make_tracker(kind: LogTo | str, run_dir: Path) -> tuple[Callable[[str, dict]
     def track(name: str, record: dict) -> None:  # noqa: F811  (the MLflow variant)
         import mlflow
 
-        if "run" not in state:
-            import os
+        try:
+            if "run" not in state:
+                import os
 
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
-                mlflow.set_tracking_uri((Path(run_dir).resolve() / "mlruns").as_uri())
-            state["run"] = mlflow.start_run(run_name=Path(run_dir).name)
-        # MLflow metric names allow letters, digits, _-./ and space: '@' becomes '_at_'
-        metrics = {k.replace("@", "_at_"): v for k, v in scalars(record, name).items()}
-        mlflow.log_metrics(metrics, step=int(record.get("step", 0)))
+                if not os.environ.get("MLFLOW_TRACKING_URI"):
+                    # no server or database given: MLflow's local file store in RUN_DIR/mlruns, which
+                    # MLflow 3 only opens when asked explicitly
+                    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+                    mlflow.set_tracking_uri((Path(run_dir).resolve() / "mlruns").as_uri())
+                state["run"] = mlflow.start_run(run_name=Path(run_dir).name)
+            # MLflow metric names allow letters, digits, _-./ and space: '@' becomes '_at_'
+            metrics = {k.replace("@", "_at_"): v for k, v in scalars(record, name).items()}
+            mlflow.log_metrics(metrics, step=int(record.get("step", 0)))
+        except mlflow.exceptions.MlflowException as exc:
+            raise QuerylearnError(f"--log-to mlflow: {str(exc).splitlines()[0][:300]}") from None
 
     def close() -> None:  # noqa: F811
         if "run" in state:
