@@ -540,6 +540,9 @@ def fig_forgetting(runs: list[RunInfo], references: dict[str, dict[str, float]],
                 lo = [cis[i][j][0] if cis[i][j] else np.nan for i in xs]
                 hi = [cis[i][j][1] if cis[i][j] else np.nan for i in xs]
                 ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
+                if len(xs) == 1 and not np.isnan(lo[0]):  # a band of one point is invisible: an error bar
+                    ax.errorbar(xs, mean, yerr=[[mean[0] - lo[0]], [hi[0] - mean[0]]], color=colour, capsize=3,
+                                ls="none")
             if m0.single is not None and j < len(m0.single) and m0.single[j] is not None:
                 ax.plot([j], [m0.single[j]], marker="*", ms=8, color=colour, ls="none")
         for name, value in references.get(task, {}).items():
