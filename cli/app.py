@@ -16,7 +16,7 @@ app = typer.Typer(
         "Pipeline: prepare -> embed-init -> train-sequence -> export-users -> coldstart-eval -> report."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (choices complete too)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: "[synthetic]", "[files]", "[[task]]" stay as written
 )
@@ -69,10 +69,13 @@ def with_verbosity(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, quiet: bool = False, verbose: int = 0, **kwargs):
+        from querylearn.cli.choices import plain
         from querylearn.cli.progress import StepProgress
         from querylearn.progress import reporting
 
         set_verbosity(-1 if quiet else verbose)
+        args = tuple(plain(a) for a in args)  # enum choices reach the command as plain strings
+        kwargs = {k: plain(v) for k, v in kwargs.items()}
         # progress bars of long library loops: on a terminal only, never with --quiet
         bars = StepProgress(console) if console.is_terminal and not console.quiet else None
         try:

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import Baseline, NCFModel, NCFVariant
 from querylearn.config_loader import stage_config
 from querylearn.errors import QuerylearnError
 
@@ -70,7 +71,8 @@ def coldstart_eval_cli(
         list[Path] | None,
         typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = None,
+    ncf_model: Annotated[NCFModel | None, typer.Option("--ncf-model", help="NCF model (default neumf).")] = None,
+    model_alias: Annotated[NCFModel | None, typer.Option("--model", hidden=True, help="Old name of --ncf-model.")] = None,
     negatives: Annotated[
         int | None, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
     ] = None,
@@ -83,14 +85,12 @@ def coldstart_eval_cli(
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs.")] = None,
     variant: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--variant", help="User side: id | init | concat | rep; repeatable (default: id and rep)."
-        ),
+        list[NCFVariant] | None,
+        typer.Option("--variant", help="User side of NCF; repeatable (default: id and rep)."),
     ] = None,
     baseline: Annotated[
-        list[str] | None,
-        typer.Option("--baseline", help="most-popular | als | bpr | random; repeatable (default: all four)."),
+        list[Baseline] | None,
+        typer.Option("--baseline", help="Baseline methods; repeatable (default: all four)."),
     ] = None,
     item_init: Annotated[
         Path | None,
@@ -103,7 +103,7 @@ def coldstart_eval_cli(
         typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF)."),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")
+        str | None, typer.Option("--device", help="auto (default: cuda when available) | cpu | cuda | cuda:N | mps.")
     ] = None,
     config: Annotated[
         Path | None,
@@ -127,6 +127,8 @@ def coldstart_eval_cli(
         raise QuerylearnError(
             "--after-task/--mask-task select the checkpoint and mask of a --run export; pass at least one --run"
         )
+    if ncf_model and model_alias and ncf_model != model_alias:
+        raise QuerylearnError(f"--ncf-model {ncf_model} and --model {model_alias} disagree; give only --ncf-model")
     overrides = {
         "negatives": negatives,
         "seed": seed,
@@ -134,7 +136,7 @@ def coldstart_eval_cli(
         "threads": threads,
         "variants": list(variant) if variant else None,
         "baselines": list(baseline) if baseline else None,
-        "ncf.model": model,
+        "ncf.model": ncf_model or model_alias,
         "ncf.epochs": epochs,
         "ncf.device": device,
     }

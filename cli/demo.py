@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import DemoPreset
 from querylearn.config_loader import flatten, load_config, require, stage_config, write_config
 from querylearn.errors import QuerylearnError
 
@@ -281,7 +282,7 @@ def demo_cli(
     ],
     users: Annotated[int | None, typer.Option(help="Synthetic users (default: the preset's).")] = None,
     preset: Annotated[
-        str | None,
+        DemoPreset | None,
         typer.Option(
             help="small (default; ~2 min on 2 cores) | full (5k users, 8 blocks; see README for its time) "
             "| tiny (tests)."

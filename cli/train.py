@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import ExportUsers, Strategy
 from querylearn.cli.tracking import LogTo
 from querylearn.config_loader import parse_dotted_args as parse_overrides
 from querylearn.config_loader import parse_sets
@@ -65,12 +66,8 @@ def train_sequence_cli(
         ),
     ] = None,
     strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy",
-            help="teracon (default) | finetune | single | multitask | hat | conure | teracon-noretention | "
-            "teracon-rho1 | teracon-plain.",
-        ),
+        Strategy | None,
+        typer.Option("--strategy", help="Continual strategy or ablation (default teracon)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML with any TrainConfig keys; flags override it.")
@@ -89,8 +86,9 @@ def train_sequence_cli(
         str | None, typer.Option("--device", help="auto (default) | cpu | cuda | cuda:N | mps.")
     ] = None,
     with_single: Annotated[
-        bool, typer.Option("--with-single", help="Also train one model per task alone (SinMo) for FWT.")
-    ] = False,
+        bool | None,
+        typer.Option("--with-single/--no-with-single", help="Also train one model per task alone (SinMo) for FWT."),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue RUN_DIR from its last complete checkpoint.")
     ] = None,
@@ -123,8 +121,8 @@ def train_sequence_cli(
     flag_values = {"strategy": strategy, "seed": seed, "device": device}
     if tasks is not None:
         flag_values["tasks"] = [t.strip() for t in tasks.split(",") if t.strip()]
-    if with_single:
-        flag_values["with_single"] = True
+    if with_single is not None:
+        flag_values["with_single"] = with_single
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
     reporter = RichProgress(console) if progress and console.is_terminal and not console.quiet else None
     tracker = None
@@ -175,7 +173,7 @@ def export_users_cli(
         ),
     ] = None,
     users: Annotated[
-        str, typer.Option("--users", help="all | test: every user or only the test split's users.")
+        ExportUsers, typer.Option("--users", help="Every user or only the test split's users.")
     ] = "all",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
 ) -> None:

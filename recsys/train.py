@@ -36,7 +36,7 @@ class NCFConfig:
     epochs: int = 10
     weight_decay: float = 0.0
     select_by_valid: bool = True  # keep the epoch with the best validation HR@10
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when available, else cpu (as train-sequence)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -106,7 +106,9 @@ def train_ncf(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 7])
-    device = torch.device(config.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    )
     rep_t = None if reps is None else torch.as_tensor(np.asarray(reps, dtype=np.float32))
     model = NCF(
         split.n_users,

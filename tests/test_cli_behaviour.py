@@ -176,3 +176,63 @@ def test_ncf_training_advances_a_bar_per_epoch(toy):
     with reporting(Recorder()):
         coldstart_eval(load_dataset(toy), [], cfg)
     assert starts == [("training neumf", 2)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "valid"),
+    [
+        (["prepare", "nosuch", "--out", "x"], ("synthetic", "movielens-100k", "kmrd", "files", "teracon")),
+        (["prepare", "synthetic", "--out", "x", "--split", "random"], ("user", "example")),
+        (["embed-init", "--data", "d", "--out", "o", "--source", "bert"], ("random", "kobert", "hf", "e5")),
+        (["embed-init", "--data", "d", "--out", "o", "--pooling", "max"], ("subword-mean", "contextual")),
+        (["train-sequence", "--data", "d", "--out", "o", "--strategy", "ewc"], ("teracon", "finetune", "hat")),
+        (["export-users", "--run", "r", "--out", "o", "--users", "some"], ("all", "test")),
+        (["coldstart-eval", "--data", "d", "--out", "o", "--ncf-model", "svd"], ("gmf", "mlp", "neumf")),
+        (["coldstart-eval", "--data", "d", "--out", "o", "--model", "svd"], ("gmf", "mlp", "neumf")),
+        (["coldstart-eval", "--data", "d", "--out", "o", "--variant", "x"], ("id", "init", "concat", "rep")),
+        (["coldstart-eval", "--data", "d", "--out", "o", "--baseline", "x"], ("most-popular", "als", "bpr")),
+        (["demo", "--out", "o", "--preset", "huge"], ("small", "full", "tiny")),
+    ],
+)
+def test_enum_options_reject_a_wrong_value_with_the_list(argv, valid, capsys):
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    text = _squash(err)
+    assert "Invalid value" in text and all(f"'{v}'" in text for v in valid), text
+
+
+def test_cli_choices_equal_the_library():
+    from querylearn.cli import choices
+    from querylearn.cli.demo import PRESETS
+    from querylearn.continual.strategies import STRATEGIES
+    from querylearn.export import USERS
+    from querylearn.recsys.coldstart import BASELINES
+    from querylearn.recsys.ncf import MODELS, VARIANTS
+
+    assert set(choices.STRATEGY_NAMES) == set(STRATEGIES.names())
+    assert choices.EXPORT_USERS == USERS and choices.NCF_MODELS == MODELS and choices.NCF_VARIANTS == VARIANTS
+    assert choices.COLDSTART_BASELINES == BASELINES and choices.DEMO_PRESETS == tuple(PRESETS)
+
+
+def test_old_model_flag_is_a_hidden_alias(toy, tmp_path, capsys):
+    code, out, _ = _run(["coldstart-eval", "--help"], capsys)
+    assert "--ncf-model" in out and "--model " not in out  # hidden
+    code, _, err = _run(["coldstart-eval", "--data", str(toy), "--out", str(tmp_path / "r"), "--model", "gmf",
+                         "--variant", "id", "--baseline", "most-popular", "--epochs", "1", "--negatives", "5",
+                         "--threads", "1", "-q"], capsys)
+    assert code in (0, None), err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["ncf"]["model"] == "gmf" and "gmf-id" in report["methods"]
+    assert report["config"]["ncf"]["device"] == "auto"  # the same default as train-sequence
+    code, _, err = _run(["coldstart-eval", "--data", str(toy), "--out", str(tmp_path / "s"), "--model", "gmf",
+                         "--ncf-model", "mlp"], capsys)
+    assert code == 1 and "disagree" in err
+
+
+def test_shell_completion_offers_the_choices(monkeypatch, capsys):
+    monkeypatch.setenv("_QUERYLEARN_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "querylearn train-sequence --strategy tera")
+    monkeypatch.setenv("COMP_CWORD", "3")
+    code, out, _ = _run([], capsys)
+    assert code == 0
+    assert out.split() == ["teracon", "teracon-noretention", "teracon-rho1", "teracon-plain"]
