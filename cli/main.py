@@ -2,6 +2,8 @@
 
 - a :class:`QuerylearnError` (bad input, config or artifact) or an operating-system error (missing
   file, not a folder, disk full) prints ``error: ...`` and exits 1;
+- a command line click refuses (unknown flag, missing option, a value outside an option's choices,
+  which the message lists) prints ``error: ...; see 'querylearn CMD --help'`` and exits 2;
 - anything else is a bug: one line says so and where the full traceback was written
   (``$QUERYLEARN_CRASH_DIR`` or the system temp folder), and the exit code is :data:`EXIT_BUG`.
 """
@@ -15,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+import typer
 from rich.markup import escape
 
 from querylearn import __version__
@@ -23,6 +26,7 @@ from querylearn.cli.app import VERBOSITY, add_verbosity_options, app, err_consol
 from querylearn.errors import QuerylearnError
 
 EXIT_ERROR = 1  # bad input: the message says what to fix
+EXIT_USAGE = 2  # a command line click refuses (unknown flag, missing option, value outside the choices)
 EXIT_BUG = 70  # internal error (EX_SOFTWARE): a bug in querylearn, traceback written to a file
 EXIT_INTERRUPTED = 130
 
@@ -46,7 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; no traceback ever reaches the terminal (see the module docstring)."""
     add_verbosity_options()
     try:
-        app(args=argv, prog_name="querylearn")
+        code = app(args=argv, prog_name="querylearn", standalone_mode=False)
+        # as click's standalone mode: always leave through SystemExit (--help, --version return their code)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # 'querylearn' alone: the help, as click shows it
+            print(exc.format_message())
+            sys.exit(EXIT_USAGE)
+        ctx = getattr(exc, "ctx", None)  # set on usage errors: a wrong flag, a value outside the choices
+        where = f"; see 'querylearn {ctx.info_name} --help'" if ctx is not None and ctx.parent is not None else ""
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()).rstrip('.'))}{escape(where)}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE if ctx is not None else exc.exit_code)
+    except typer.Abort:
+        err_console.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except QuerylearnError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR)

@@ -196,9 +196,10 @@ def test_ncf_training_advances_a_bar_per_epoch(toy):
 )
 def test_enum_options_reject_a_wrong_value_with_the_list(argv, valid, capsys):
     code, _, err = _run(argv, capsys)
-    assert code == 2
+    assert code == 2 and len(err.strip().splitlines()) == 1  # one line, as every bad input
     text = _squash(err)
     assert "Invalid value" in text and all(f"'{v}'" in text for v in valid), text
+    assert f"see 'querylearn {argv[0]} --help'" in text
 
 
 def test_cli_choices_equal_the_library():
