@@ -21,7 +21,7 @@ import typer
 from rich.markup import escape
 
 from querylearn import __version__
-from querylearn.cli import coldstart, demo, embed, prepare, train  # noqa: F401  (register commands)
+from querylearn.cli import coldstart, demo, embed, prepare, train, use  # noqa: F401  (register commands)
 from querylearn.cli.app import VERBOSITY, add_verbosity_options, app, err_console
 from querylearn.errors import QuerylearnError
 

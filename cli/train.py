@@ -154,7 +154,7 @@ def train_sequence_cli(
 @app.command("export-users")
 def export_users_cli(
     run: Annotated[Path, typer.Option("--run", help="Run directory of 'querylearn train-sequence'.")],
-    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, v0..v{D-1}).")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, embedding).")],
     after_task: Annotated[
         str | None,
         typer.Option(
@@ -176,11 +176,13 @@ def export_users_cli(
         ExportUsers, typer.Option("--users", help="Every user or only the test split's users.")
     ] = "all",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
+    wide: Annotated[bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")] = False,
 ) -> None:
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
-    info = export_users(run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size)
+    info = export_users(run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size,
+                        wide=wide)
     console.print(
         f"wrote {info['n_users']:,} users x {info['dim']} dims (model after {info['after_task']}, "
         f"mask of {info['task']}) to {out}"
