@@ -39,7 +39,7 @@ def _root(
     """querylearn: continual universal user representations from Korean search queries."""
 
 
-# ---------------------------------------------------------------- -q/--quiet and -v/--verbose on every command
+# ------------------------------------------------ -q/--quiet and -v/--verbose on every command
 
 VERBOSITY = {"level": 0}  # -1 quiet, 0 normal, 1+ verbose (read by the commands and cli.main)
 

@@ -20,8 +20,15 @@ NCF_MODELS = ("gmf", "mlp", "neumf")  # querylearn.recsys.ncf.MODELS
 NCF_VARIANTS = ("id", "init", "concat", "rep")  # querylearn.recsys.ncf.VARIANTS
 COLDSTART_BASELINES = ("most-popular", "als", "bpr", "random")  # querylearn.recsys.coldstart.BASELINES
 STRATEGY_NAMES = (  # querylearn.continual.strategies.STRATEGIES, default first
-    "teracon", "finetune", "single", "multitask", "hat", "conure",
-    "teracon-noretention", "teracon-rho1", "teracon-plain",
+    "teracon",
+    "finetune",
+    "single",
+    "multitask",
+    "hat",
+    "conure",
+    "teracon-noretention",
+    "teracon-rho1",
+    "teracon-plain",
 )
 DEMO_PRESETS = ("small", "full", "tiny")  # querylearn.cli.demo.PRESETS
 

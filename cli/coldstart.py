@@ -71,8 +71,12 @@ def coldstart_eval_cli(
         list[Path] | None,
         typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
     ] = None,
-    ncf_model: Annotated[NCFModel | None, typer.Option("--ncf-model", help="NCF model (default neumf).")] = None,
-    model_alias: Annotated[NCFModel | None, typer.Option("--model", hidden=True, help="Old name of --ncf-model.")] = None,
+    ncf_model: Annotated[
+        NCFModel | None, typer.Option("--ncf-model", help="NCF model (default neumf).")
+    ] = None,
+    model_alias: Annotated[
+        NCFModel | None, typer.Option("--model", hidden=True, help="Old name of --ncf-model.")
+    ] = None,
     negatives: Annotated[
         int | None, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
     ] = None,
@@ -103,7 +107,8 @@ def coldstart_eval_cli(
         typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF)."),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="auto (default: cuda when available) | cpu | cuda | cuda:N | mps.")
+        str | None,
+        typer.Option("--device", help="auto (default: cuda when available) | cpu | cuda | cuda:N | mps."),
     ] = None,
     config: Annotated[
         Path | None,
@@ -125,10 +130,13 @@ def coldstart_eval_cli(
 
     if (after_task or mask_task) and not run:
         raise QuerylearnError(
-            "--after-task/--mask-task select the checkpoint and mask of a --run export; pass at least one --run"
+            "--after-task/--mask-task select the checkpoint and mask of a --run export; "
+            "pass at least one --run"
         )
     if ncf_model and model_alias and ncf_model != model_alias:
-        raise QuerylearnError(f"--ncf-model {ncf_model} and --model {model_alias} disagree; give only --ncf-model")
+        raise QuerylearnError(
+            f"--ncf-model {ncf_model} and --model {model_alias} disagree; give only --ncf-model"
+        )
     overrides = {
         "negatives": negatives,
         "seed": seed,

@@ -21,7 +21,8 @@ def embed_init_cli(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory written by 'querylearn prepare'.")],
     out: Annotated[Path, typer.Option("--out", help="Output EMB_DIR (vocab.json, vectors.npy, meta.json).")],
     source: Annotated[
-        EmbedSource | None, typer.Option("--source", help="The query vectors' source (required here or in --config).")
+        EmbedSource | None,
+        typer.Option("--source", help="The query vectors' source (required here or in --config)."),
     ] = None,
     model: Annotated[
         str | None,
@@ -30,7 +31,8 @@ def embed_init_cli(
         ),
     ] = None,
     pooling: Annotated[
-        Pooling | None, typer.Option("--pooling", help="subword-mean (default) | contextual; kobert and hf only.")
+        Pooling | None,
+        typer.Option("--pooling", help="subword-mean (default) | contextual; kobert and hf only."),
     ] = None,
     segment: Annotated[
         Segment | None, typer.Option("--segment", help="none (default) | kiwi (morpheme pre-segmentation).")

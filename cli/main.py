@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             print(exc.format_message())
             sys.exit(EXIT_USAGE)
         ctx = getattr(exc, "ctx", None)  # set on usage errors: a wrong flag, a value outside the choices
-        where = f"; see 'querylearn {ctx.info_name} --help'" if ctx is not None and ctx.parent is not None else ""
-        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc.format_message()).rstrip('.'))}{escape(where)}",
+        where = ""
+        if ctx is not None and ctx.parent is not None:
+            where = f"; see 'querylearn {ctx.info_name} --help'"
+        message = _one_line(exc.format_message()).rstrip(".")
+        err_console.print(f"[bold red]error:[/] {escape(message)}{escape(where)}",
                           highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE if ctx is not None else exc.exit_code)
     except typer.Abort:

@@ -74,7 +74,8 @@ def prepare_cli(
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the generator and of the splits (default {B.seed}).")] = None,
     noisy_task: Annotated[bool | None, typer.Option(
-        "--noisy-task/--no-noisy-task", help="[synthetic] add TERACON's uninformative task TN (default no).")] = None,
+        "--noisy-task/--no-noisy-task",
+        help="[synthetic] add TERACON's uninformative task TN (default no).")] = None,
     path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
     queries: Annotated[Path | None, typer.Option(
         help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
@@ -92,7 +93,8 @@ def prepare_cli(
     chunk_rows: Annotated[int | None, typer.Option(
         help=f"Rows per chunk when reading the log (default {B.chunk_rows:_}).")] = None,
     exclude_last_interaction: Annotated[
-        bool | None, typer.Option("--exclude-last-interaction/--include-last-interaction", help=LAST_HELP)] = None,
+        bool | None,
+        typer.Option("--exclude-last-interaction/--include-last-interaction", help=LAST_HELP)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML with BuildOptions keys (docs/config.md); --set/flags override it.")] = None,
     sets: Annotated[list[str] | None, typer.Option(

@@ -46,7 +46,9 @@ def scalars(record: dict, prefix: str) -> dict[str, float]:
 
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"--log-to {extra}: the package is not installed; pip install 'querylearn[{extra}]'")
+        raise ConfigError(
+            f"--log-to {extra}: the package is not installed; pip install 'querylearn[{extra}]'"
+        )
 
 
 def make_tracker(kind: LogTo | str, run_dir: Path) -> tuple[Callable[[str, dict], None], Callable[[], None]]:

@@ -87,7 +87,9 @@ def train_sequence_cli(
     ] = None,
     with_single: Annotated[
         bool | None,
-        typer.Option("--with-single/--no-with-single", help="Also train one model per task alone (SinMo) for FWT."),
+        typer.Option(
+            "--with-single/--no-with-single", help="Also train one model per task alone (SinMo) for FWT."
+        ),
     ] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue RUN_DIR from its last complete checkpoint.")
@@ -102,7 +104,9 @@ def train_sequence_cli(
     ] = None,
     log_to: Annotated[
         LogTo | None,
-        typer.Option("--log-to", help="Also send the epoch records to an experiment tracker (optional extras)."),
+        typer.Option(
+            "--log-to", help="Also send the epoch records to an experiment tracker (optional extras)."
+        ),
     ] = None,
 ) -> None:
     """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
@@ -137,14 +141,17 @@ def train_sequence_cli(
                 "--resume continues with the run's stored config.toml; "
                 "drop --data, --config, --embeddings and overrides"
             )
-        metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter, tracker=tracker)
+        metrics = train_sequence(
+            out=out, resume=resume, add_task=add_task, progress=reporter, tracker=tracker
+        )
         run_dir = resume
     else:
         if out is not None:
             check_out_dir(out)
         cfg = load_config(TrainConfig, config, overrides)  # errors name the file or the override
         metrics = train_sequence(
-            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter, tracker=tracker
+            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter,
+            tracker=tracker,
         )
         run_dir = out
     print_table(render_r(metrics))
@@ -181,8 +188,9 @@ def export_users_cli(
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
-    info = export_users(run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size,
-                        wide=wide)
+    info = export_users(
+        run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size, wide=wide
+    )
     console.print(
         f"wrote {info['n_users']:,} users x {info['dim']} dims (model after {info['after_task']}, "
         f"mask of {info['task']}) to {out}"

@@ -100,7 +100,9 @@ def export_user_representations(
 
 
 @torch.no_grad()
-def _export(run_dir: Path, after_task: str | None, task: str | None, users: str, batch_size: int, device: str):
+def _export(
+    run_dir: Path, after_task: str | None, task: str | None, users: str, batch_size: int, device: str
+):
     if users not in USERS:
         raise QuerylearnError(f"--users {users!r} is not one of {', '.join(USERS)}")
     run_meta = read_json(run_dir / "run.json")

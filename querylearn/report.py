@@ -100,7 +100,9 @@ def _seed_group(run_dir: Path, metrics: TrainMetrics) -> str:
     emb = None
     if (run_dir / "run.json").is_file():
         emb = read_json(run_dir / "run.json").get("embeddings")
-    return json.dumps([metrics.strategy, metrics.tasks, cfg, emb and Path(emb).name], sort_keys=True, default=str)
+    return json.dumps(
+        [metrics.strategy, metrics.tasks, cfg, emb and Path(emb).name], sort_keys=True, default=str
+    )
 
 
 def _user_vector_meta(path: Path) -> dict | None:
@@ -130,8 +132,16 @@ def discover(root: str | Path) -> ReportInputs:
             data = read_json(m)
             if isinstance(data, dict) and data.get("kind") == METRICS_KIND:
                 metrics = TrainMetrics.from_dict(data, m)
-                found.runs.append(RunInfo(_label(m.parent, root), m.parent, metrics, data, read_ranks(m.parent),
-                                          _seed_group(m.parent, metrics)))
+                found.runs.append(
+                    RunInfo(
+                        _label(m.parent, root),
+                        m.parent,
+                        metrics,
+                        data,
+                        read_ranks(m.parent),
+                        _seed_group(m.parent, metrics),
+                    )
+                )
         for r in sorted(root.glob("/".join([*stars, "report.json"]))):
             data = read_json(r)
             if data.get("kind") == "coldstart_report":
@@ -284,7 +294,9 @@ def _groups(runs: list[RunInfo]) -> list[list[RunInfo]]:
     return list(out.values())
 
 
-def seed_study_rows(runs: list[RunInfo], refs: DatasetReferences | None = None) -> tuple[list[str], list[list[str]]]:
+def seed_study_rows(
+    runs: list[RunInfo], refs: DatasetReferences | None = None
+) -> tuple[list[str], list[list[str]]]:
     """Tasks x methods: R(T_last, T_i), mean, BWT, FWT per method (a method = runs that differ only
     in their seed: mean ± std over seeds; one run: the 95% bootstrap interval), then reference rows
     (majority class / most-popular, chance, next-query heuristics). FWT is left out when no run has
@@ -300,13 +312,20 @@ def seed_study_rows(runs: list[RunInfo], refs: DatasetReferences | None = None) 
         if len(group) == 1:
             cis = r_intervals(first)[-1]
             last = first.metrics.R[-1]
-            by_task = {t: _fmt_ci(v, cis[j]) for j, (t, v) in enumerate(zip(first.metrics.tasks, last, strict=True))}
+            by_task = {
+                t: _fmt_ci(v, cis[j]) for j, (t, v) in enumerate(zip(first.metrics.tasks, last, strict=True))
+            }
             vals = [v for v in last if v is not None]
-            cells = [first.name, *(by_task.get(t, "") for t in tasks), _fmt(float(np.mean(vals)) if vals else None),
-                     _fmt(first.metrics.bwt.get("mean"), "+.4f")]
+            cells = [
+                first.name,
+                *(by_task.get(t, "") for t in tasks),
+                _fmt(float(np.mean(vals)) if vals else None),
+                _fmt(first.metrics.bwt.get("mean"), "+.4f"),
+            ]
             if has_fwt:
                 cells.append(_fmt(first.metrics.fwt.get("mean"), "+.4f"))
         else:
+
             def ms(values: list[float | None], spec: str = ".4f") -> str:
                 vals = [v for v in values if v is not None]
                 if not vals:
@@ -314,11 +333,17 @@ def seed_study_rows(runs: list[RunInfo], refs: DatasetReferences | None = None) 
                 mean, std = rm.mean_std(vals)
                 return f"{format(mean, spec)} ± {std:.4f}"
 
-            per_task = {t: ms([dict(zip(r.metrics.tasks, r.metrics.R[-1], strict=True)).get(t) for r in group])
-                        for t in tasks}
+            per_task = {
+                t: ms([dict(zip(r.metrics.tasks, r.metrics.R[-1], strict=True)).get(t) for r in group])
+                for t in tasks
+            }
             means = [float(np.mean([v for v in r.metrics.R[-1] if v is not None])) for r in group]
-            cells = [f"{first.metrics.strategy} ({len(group)} seeds: {', '.join(r.name for r in group)})",
-                     *(per_task[t] for t in tasks), ms(means), ms([r.metrics.bwt.get("mean") for r in group], "+.4f")]
+            cells = [
+                f"{first.metrics.strategy} ({len(group)} seeds: {', '.join(r.name for r in group)})",
+                *(per_task[t] for t in tasks),
+                ms(means),
+                ms([r.metrics.bwt.get("mean") for r in group], "+.4f"),
+            ]
             if has_fwt:
                 cells.append(ms([r.metrics.fwt.get("mean") for r in group], "+.4f"))
         rows.append(cells)
@@ -329,8 +354,15 @@ def seed_study_rows(runs: list[RunInfo], refs: DatasetReferences | None = None) 
                 for name, v in scores.items():
                     by_name.setdefault(name, {}).setdefault(task, v)
         for name, per_task in by_name.items():
-            rows.append([f"reference: {name}", *(_fmt(per_task.get(t)) for t in tasks), "", "",
-                         *([""] if has_fwt else [])])
+            rows.append(
+                [
+                    f"reference: {name}",
+                    *(_fmt(per_task.get(t)) for t in tasks),
+                    "",
+                    "",
+                    *([""] if has_fwt else []),
+                ]
+            )
     return header, rows
 
 
@@ -348,8 +380,14 @@ def coldstart_table(info: ColdstartInfo) -> tuple[list[str], list[list[str]]]:
                 lo, hi = ci[metric]
                 row[3 + k] = f"{cell} [{lo:.3f}, {hi:.3f}]"
     chance = coldstart_chance(info.report)
-    rows.append([f"reference: chance (random order of 1 + {info.report['negatives']})", "any", "",
-                 *(_fmt(chance[m]) for m in METRIC_NAMES)])
+    rows.append(
+        [
+            f"reference: chance (random order of 1 + {info.report['negatives']})",
+            "any",
+            "",
+            *(_fmt(chance[m]) for m in METRIC_NAMES),
+        ]
+    )
     return header, rows
 
 
@@ -373,7 +411,9 @@ def plain_table(title: str, header: list[str], rows: list[list[str]]) -> str:
         return text + fill if left else fill + text
 
     def line(cells: list[str]) -> str:
-        return "  ".join(pad(str(c), w, i == 0) for i, (c, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
+        return "  ".join(
+            pad(str(c), w, i == 0) for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+        ).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([title, line(header), sep, *(line(r) for r in rows)])
@@ -434,9 +474,14 @@ def _plt():
     import matplotlib.pyplot as plt
     from matplotlib import font_manager
 
-    # Hangul needs a font that has it (e.g. Noto Sans CJK, Nanum); DejaVu Sans first, any such font as fallback
-    korean = sorted({f.name for f in font_manager.fontManager.ttflist
-                     if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "Apple SD Gothic"))})
+    # Hangul needs a font that has it (e.g. Noto Sans CJK, Nanum): DejaVu Sans first, such fonts as fallback
+    korean = sorted(
+        {
+            f.name
+            for f in font_manager.fontManager.ttflist
+            if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "Apple SD Gothic"))
+        }
+    )
     plt.rcParams["font.family"] = ["DejaVu Sans", *korean]
     return plt
 
@@ -449,8 +494,11 @@ def _renderable(text: str) -> bool:
     from matplotlib.ft2font import FT2Font
 
     plt = _plt()
-    fonts = [FT2Font(font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False))
-             for name in plt.rcParams["font.family"] if name]
+    fonts = [
+        FT2Font(font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False))
+        for name in plt.rcParams["font.family"]
+        if name
+    ]
     return all(any(f.get_char_index(ord(c)) for f in fonts) for c in text if not c.isspace())
 
 
@@ -466,7 +514,9 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def _matrix(rows: list[list[float | None]], n: int) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in (list(row) + [None] * n)[:n]] for row in rows], dtype=float)
+    return np.array(
+        [[np.nan if v is None else v for v in (list(row) + [None] * n)[:n]] for row in rows], dtype=float
+    )
 
 
 def fig_r_matrix(metrics: TrainMetrics, title: str, column_ref: list[float | None] | None = None):
@@ -486,9 +536,18 @@ def fig_r_matrix(metrics: TrainMetrics, title: str, column_ref: list[float | Non
     for i in range(R.shape[0]):
         for j in range(R.shape[1]):
             if not np.isnan(R[i, j]):
-                ax.text(j, i, f"{R[i, j]:.3f}", ha="center", va="center", fontsize=7,
-                        color="white" if rel[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(tasks)), [f"{t}\n{m}" for t, m in zip(tasks, metrics.metric, strict=True)], fontsize=7)
+                ax.text(
+                    j,
+                    i,
+                    f"{R[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rel[i, j] < 0.6 else "black",
+                )
+    ax.set_xticks(
+        range(len(tasks)), [f"{t}\n{m}" for t, m in zip(tasks, metrics.metric, strict=True)], fontsize=7
+    )
     ax.set_yticks(range(R.shape[0]), [f"after {t}" for t in tasks[: R.shape[0]]], fontsize=7)
     ax.set_xlabel("evaluated on (task, metric)")
     ax.set_ylabel("model after learning")
@@ -526,8 +585,10 @@ def fig_forgetting(runs: list[RunInfo], references: dict[str, dict[str, float]],
                 continue
             j = m0.tasks.index(task)
             xs = list(range(j, len(m0.R)))
-            series = np.array([[r.metrics.R[i][j] if r.metrics.R[i][j] is not None else np.nan for i in xs]
-                               for r in group], dtype=float)
+            series = np.array(
+                [[r.metrics.R[i][j] if r.metrics.R[i][j] is not None else np.nan for i in xs] for r in group],
+                dtype=float,
+            )
             mean = np.nanmean(series, axis=0)
             colour = colours[g % len(colours)]
             label = group[0].name if len(group) == 1 else f"{m0.strategy} ({len(group)} seeds)"
@@ -541,8 +602,14 @@ def fig_forgetting(runs: list[RunInfo], references: dict[str, dict[str, float]],
                 hi = [cis[i][j][1] if cis[i][j] else np.nan for i in xs]
                 ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
                 if len(xs) == 1 and not np.isnan(lo[0]):  # a band of one point is invisible: an error bar
-                    ax.errorbar(xs, mean, yerr=[[mean[0] - lo[0]], [hi[0] - mean[0]]], color=colour, capsize=3,
-                                ls="none")
+                    ax.errorbar(
+                        xs,
+                        mean,
+                        yerr=[[mean[0] - lo[0]], [hi[0] - mean[0]]],
+                        color=colour,
+                        capsize=3,
+                        ls="none",
+                    )
             if m0.single is not None and j < len(m0.single) and m0.single[j] is not None:
                 ax.plot([j], [m0.single[j]], marker="*", ms=8, color=colour, ls="none")
         for name, value in references.get(task, {}).items():
@@ -563,8 +630,9 @@ def fig_forgetting(runs: list[RunInfo], references: dict[str, dict[str, float]],
             legend.setdefault(label, handle)
     n_leg_rows = math.ceil(len(legend) / 4)
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(title + " (bands: 95% bootstrap interval, or ±std over seeds; star: single-model score)",
-                 fontsize=9)
+    fig.suptitle(
+        title + " (bands: 95% bootstrap interval, or ±std over seeds; star: single-model score)", fontsize=9
+    )
     fig.tight_layout(rect=(0, (0.2 * n_leg_rows + 0.15) / fig.get_figheight(), 1, 1))
     return fig
 
@@ -592,8 +660,15 @@ def fig_similarity(names: list[str], sim: np.ndarray, title: str):
     im = ax.imshow(sim, vmin=float(sim.min()), vmax=1.0, cmap="magma")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if sim[i, j] < (1.0 + float(sim.min())) / 2 else "black")
+            ax.text(
+                j,
+                i,
+                f"{sim[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if sim[i, j] < (1.0 + float(sim.min())) / 2 else "black",
+            )
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("task")
@@ -630,8 +705,15 @@ def fig_coldstart(info: ColdstartInfo):
                 err = [lo, hi]
                 top = max(top, *(v + h for v, h in zip(vals, hi, strict=True)))
             top = max(top, *vals)
-            ax.bar(np.arange(len(groups)) + m * width, vals, width, yerr=err, capsize=1.5,
-                   error_kw={"lw": 0.7}, label=name)
+            ax.bar(
+                np.arange(len(groups)) + m * width,
+                vals,
+                width,
+                yerr=err,
+                capsize=1.5,
+                error_kw={"lw": 0.7},
+                label=name,
+            )
         ax.axhline(chance[k], color="black", ls="--", lw=0.9, label="chance (random order)")
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, list(groups))
         ax.set_xlabel("users")
@@ -641,8 +723,11 @@ def fig_coldstart(info: ColdstartInfo):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6.5, frameon=False)
     c = report["counts"]
-    fig.suptitle(f"cold-start ranking of the held-out item among 1 + {report['negatives']} candidates "
-                 f"({c['n_warm']} warm, {c['n_cold']} cold users; bars: 95% bootstrap intervals)", fontsize=9)
+    fig.suptitle(
+        f"cold-start ranking of the held-out item among 1 + {report['negatives']} candidates "
+        f"({c['n_warm']} warm, {c['n_cold']} cold users; bars: 95% bootstrap intervals)",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.055 * (n_leg_rows + 1), 1, 1))
     return fig
 
@@ -656,8 +741,14 @@ def fig_user_pca(vectors: np.ndarray, labels: np.ndarray, label_names: list[str]
     for c in np.unique(labels):
         sel = labels == c
         name = label_names[c] if c < len(label_names) and _renderable(label_names[c]) else f"class {c}"
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=5, alpha=0.6, color=cmap(int(c) % 10),
-                   label=f"{name} ({int(sel.sum())})")
+        ax.scatter(
+            coords[sel, 0],
+            coords[sel, 1],
+            s=5,
+            alpha=0.6,
+            color=cmap(int(c) % 10),
+            label=f"{name} ({int(sel.sum())})",
+        )
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
     ax.set_title(title, fontsize=8)
@@ -704,7 +795,9 @@ def _checkpoint_item_embedding(run: RunInfo) -> np.ndarray | None:
         return f.get_tensor("item_embedding.weight") if "item_embedding.weight" in f.keys() else None
 
 
-def nearest_queries_table(runs: list[RunInfo], refs: DatasetReferences) -> tuple[list[str], list[list[str]]] | None:
+def nearest_queries_table(
+    runs: list[RunInfo], refs: DatasetReferences
+) -> tuple[list[str], list[list[str]]] | None:
     """The most frequent queries and their nearest queries (cosine) in the input embedding table
     before training (the embed-init table of the first run that has one) and in each run's trained
     input embedding after its last task."""
@@ -734,7 +827,9 @@ def nearest_queries_table(runs: list[RunInfo], refs: DatasetReferences) -> tuple
     neighbours = [rm.nearest_neighbours(v, frequent, N_NEIGHBOURS, np.array([0, 1])) for _, v in spaces]
     rows = []
     for qi, q in enumerate(frequent):
-        rows.append([f"{vocab[q]} ({int(counts[q])})", *(", ".join(vocab[n] for n in nb[qi]) for nb in neighbours)])
+        rows.append(
+            [f"{vocab[q]} ({int(counts[q])})", *(", ".join(vocab[n] for n in nb[qi]) for nb in neighbours)]
+        )
     return header, rows
 
 
@@ -765,38 +860,68 @@ def _slug(name: str) -> str:
 
 def _run_r_matrix(run: RunInfo, ctx: ReportContext) -> tuple[str, str, Any] | None:
     ref = [ctx.column_ref.get(t) for t in run.metrics.tasks]
-    fig = fig_r_matrix(run.metrics, f"R matrix: {run.name} ({run.metrics.strategy}); colour relative to "
-                       "each task's best score in this report", ref)
-    return f"R_{_slug(run.name)}", "R matrix (colour: score / the task's best in this report; cells: raw scores)", fig
+    fig = fig_r_matrix(
+        run.metrics,
+        f"R matrix: {run.name} ({run.metrics.strategy}); colour relative to "
+        "each task's best score in this report",
+        ref,
+    )
+    return (
+        f"R_{_slug(run.name)}",
+        "R matrix (colour: score / the task's best in this report; cells: raw scores)",
+        fig,
+    )
 
 
 def _run_curves(run: RunInfo, ctx: ReportContext) -> tuple[str, str, Any] | None:
     curves = learning_curves(run.path, run.metrics)
-    return (f"curves_{_slug(run.name)}", "validation curves",
-            fig_curves(curves, run.metrics, f"validation score per epoch: {run.name}"))
+    return (
+        f"curves_{_slug(run.name)}",
+        "validation curves",
+        fig_curves(curves, run.metrics, f"validation score per epoch: {run.name}"),
+    )
 
 
 # Per-run figures: functions (run, context) -> (file stem, caption, Figure) or None. Add one here to
 # put a figure into every run's section.
-RUN_FIGURES: list[Callable[[RunInfo, ReportContext], tuple[str, str, Any] | None]] = [_run_r_matrix, _run_curves]
+RUN_FIGURES: list[Callable[[RunInfo, ReportContext], tuple[str, str, Any] | None]] = [
+    _run_r_matrix,
+    _run_curves,
+]
 
 
 def _values(inputs: ReportInputs, refs: DatasetReferences) -> dict:
     """The numbers of the report as JSON (``--json``)."""
     runs = {}
     for r in inputs.runs:
-        runs[r.name] = {"strategy": r.metrics.strategy, "tasks": r.metrics.tasks, "metric": r.metrics.metric,
-                        "R": r.metrics.R, "R_ci95": r_intervals(r), "single": r.metrics.single,
-                        "bwt": r.metrics.bwt, "fwt": r.metrics.fwt, "references": task_references(r, refs)}
+        runs[r.name] = {
+            "strategy": r.metrics.strategy,
+            "tasks": r.metrics.tasks,
+            "metric": r.metrics.metric,
+            "R": r.metrics.R,
+            "R_ci95": r_intervals(r),
+            "single": r.metrics.single,
+            "bwt": r.metrics.bwt,
+            "fwt": r.metrics.fwt,
+            "references": task_references(r, refs),
+        }
     cold = {}
     for c in inputs.coldstart:
         cis = coldstart_intervals(c)
         cold[c.name] = {
-            "counts": c.report["counts"], "negatives": c.report["negatives"], "chance": coldstart_chance(c.report),
-            "methods": {name: {g: {**{k: v for k, v in m[g].items()},
-                                   **{f"{k}_ci95": (cis.get(name, {}).get(g, {}).get(k)) for k in m[g] if "@" in k}}
-                               for g in ("warm", "cold", "all")}
-                        for name, m in c.report["methods"].items()},
+            "counts": c.report["counts"],
+            "negatives": c.report["negatives"],
+            "chance": coldstart_chance(c.report),
+            "methods": {
+                name: {
+                    g: {
+                        **{k: v for k, v in m[g].items()},
+                        **{f"{k}_ci95": (cis.get(name, {}).get(g, {}).get(k)) for k in m[g] if "@" in k},
+                    }
+                    for g in ("warm", "cold", "all")
+                }
+                for name, m in c.report["methods"].items()
+            },
         }
     return {"runs": runs, "coldstart": cold}
 
@@ -814,31 +939,53 @@ def build_sections(inputs: ReportInputs, out: Path) -> tuple[list[Section], Data
             if r.metrics.single is not None and j < len(r.metrics.single):
                 singles.setdefault(t, []).append(r.metrics.single[j])
     names = list(columns)
-    best = rm.column_reference([columns[t] for t in names],
-                               [max((v for v in singles.get(t, []) if v is not None), default=None) for t in names])
+    best = rm.column_reference(
+        [columns[t] for t in names],
+        [max((v for v in singles.get(t, []) if v is not None), default=None) for t in names],
+    )
     ctx = ReportContext(out, figs, refs, dict(zip(names, best, strict=True)))
     sections: list[Section] = []
 
     if refs.ds is not None:
         mf = refs.ds.manifest
-        sections.append(Section("Dataset", [
-            f"Dataset: `{mf['source']}`{' (**synthetic**)' if mf.get('synthetic') else ''}, {mf['n_users']:,} users, "
-            f"vocabulary {mf['vocab_size']:,}, tasks "
-            f"{', '.join(t['name'] + ' (' + t['metric'] + ')' for t in mf['tasks'])}."]))
+        sections.append(
+            Section(
+                "Dataset",
+                [
+                    f"Dataset: `{mf['source']}`{' (**synthetic**)' if mf.get('synthetic') else ''}, "
+                    f"{mf['n_users']:,} users, "
+                    f"vocabulary {mf['vocab_size']:,}, tasks "
+                    f"{', '.join(t['name'] + ' (' + t['metric'] + ')' for t in mf['tasks'])}."
+                ],
+            )
+        )
 
     if inputs.runs:
         header, rows = seed_study_rows(inputs.runs, refs)
-        s = Section("Tasks x methods: R(T_last, T_i)", [
-            "Each task's test score after the last task (MRR@5 for ranking tasks, accuracy for classification). "
-            "One run: the score with its 95% bootstrap interval over test users [lo, hi]; runs that differ only "
-            "in their seed: mean ± std over seeds. Reference rows need no model: the majority class / most-popular "
-            "label by training frequency, a random order (chance), and the next-query heuristics recorded by "
-            "train-sequence." + ("" if any(r.metrics.fwt.get("mean") is not None for r in inputs.runs)
-                                 else " FWT needs single-model scores (train-sequence --with-single).")])
+        s = Section(
+            "Tasks x methods: R(T_last, T_i)",
+            [
+                "Each task's test score after the last task (MRR@5 for ranking tasks, accuracy for "
+                "classification). One run: the score with its 95% bootstrap interval over test users "
+                "[lo, hi]; runs that differ only in their seed: mean ± std over seeds. Reference rows "
+                "need no model: the majority class / most-popular label by training frequency, a random "
+                "order (chance), and the next-query heuristics recorded by train-sequence."
+                + (
+                    ""
+                    if any(r.metrics.fwt.get("mean") is not None for r in inputs.runs)
+                    else " FWT needs single-model scores (train-sequence --with-single)."
+                )
+            ],
+        )
         s.tables.append(("R(T_last, T_i) per method", header, rows))
-        forget = save_figure(fig_forgetting(inputs.runs, _all_references(inputs.runs, refs),
-                                            "each task's test score after every later task (forgetting)"),
-                             figs / "forgetting.png")
+        forget = save_figure(
+            fig_forgetting(
+                inputs.runs,
+                _all_references(inputs.runs, refs),
+                "each task's test score after every later task (forgetting)",
+            ),
+            figs / "forgetting.png",
+        )
         s.figures.append(("forgetting: each task's score over the sequence, every method", forget))
         sections.append(s)
 
@@ -847,9 +994,13 @@ def build_sections(inputs: ReportInputs, out: Path) -> tuple[list[Section], Data
         m = run.metrics
         header, rows = r_matrix_table(run)
         per_epoch = ", ".join(f"{t} {v:.2f}" for t, v in zip(m.tasks, m.seconds_per_epoch, strict=False))
-        s = Section(f"Run `{run.name}` (strategy `{m.strategy}`)",
-                    [f"{m.r_matrix.summary()}; seconds per epoch: {per_epoch}."
-                     + (" Cells: score [95% bootstrap interval over test users]." if run.ranks is not None else "")])
+        s = Section(
+            f"Run `{run.name}` (strategy `{m.strategy}`)",
+            [
+                f"{m.r_matrix.summary()}; seconds per epoch: {per_epoch}."
+                + (" Cells: score [95% bootstrap interval over test users]." if run.ranks is not None else "")
+            ],
+        )
         s.tables.append((f"R matrix: {run.name} ({m.r_matrix.summary()})", header, rows))
         for fn in RUN_FIGURES:
             got = fn(run, ctx)
@@ -864,9 +1015,13 @@ def build_sections(inputs: ReportInputs, out: Path) -> tuple[list[Section], Data
             names_m, arr = masks
             # the first run's figure keeps the name task_relation.png (the demo's contract)
             png = "task_relation.png" if not relation.figures else f"task_relation_{_slug(run.name)}.png"
-            fig = fig_similarity(names_m, mask_similarity(arr), f"task relation (cosine of masks at smax): {run.name}")
-            relation.text.append(f"Cosine similarity of the tasks' concatenated masks at s = smax after the last "
-                                 f"task (`{run.name}`, strategy `{m.strategy}`).")
+            fig = fig_similarity(
+                names_m, mask_similarity(arr), f"task relation (cosine of masks at smax): {run.name}"
+            )
+            relation.text.append(
+                f"Cosine similarity of the tasks' concatenated masks at s = smax after the last "
+                f"task (`{run.name}`, strategy `{m.strategy}`)."
+            )
             relation.figures.append(("task relation", save_figure(fig, figs / png)))
     if relation is not None:
         sections.append(relation)
@@ -876,39 +1031,64 @@ def build_sections(inputs: ReportInputs, out: Path) -> tuple[list[Section], Data
     for info in inputs.user_vectors:
         meta = info.meta
         for task, vecs, labels, label_names in pca_inputs(info, refs):
-            title = (f"user vectors {Path(meta.get('run_dir', info.name)).name} (after {meta.get('after_task', '?')}, "
-                     f"mask {meta.get('task')}): PCA, coloured by {task}")
-            png = save_figure(fig_user_pca(vecs, labels, label_names, title, task),
-                              figs / f"users_{_slug(info.name.removesuffix('.parquet'))}_{task}.png")
+            title = (
+                f"user vectors {Path(meta.get('run_dir', info.name)).name} "
+                f"(after {meta.get('after_task', '?')}, mask {meta.get('task')}): PCA, coloured by {task}"
+            )
+            png = save_figure(
+                fig_user_pca(vecs, labels, label_names, title, task),
+                figs / f"users_{_slug(info.name.removesuffix('.parquet'))}_{task}.png",
+            )
             space.figures.append((f"{info.name} coloured by {task}", png))
             if not all(rep_ok := [_renderable(n) for n in label_names]) and task not in legends:
-                legends[task] = (f"{task} classes in the figures: "
-                                 + ", ".join(f"class {k} = {n}" for k, (n, ok) in enumerate(zip(label_names, rep_ok,
-                                                                                                  strict=True)) if not ok)
-                                 + " (no Hangul font found for the figures).")
+                legends[task] = (
+                    f"{task} classes in the figures: "
+                    + ", ".join(
+                        f"class {k} = {n}"
+                        for k, (n, ok) in enumerate(zip(label_names, rep_ok, strict=True))
+                        if not ok
+                    )
+                    + " (no Hangul font found for the figures)."
+                )
     space.text += list(legends.values())
     nearest = nearest_queries_table(inputs.runs, refs)
     if nearest is not None:
         before = " before training (the embed-init table) and" if nearest[0][1].startswith("before") else ""
-        space.text.append(f"Nearest queries (cosine of the input query embeddings) of the {N_FREQUENT_QUERIES} most "
-                          f"frequent queries,{before} after each run's last task.")
+        space.text.append(
+            f"Nearest queries (cosine of the input query embeddings) of the {N_FREQUENT_QUERIES} most "
+            f"frequent queries,{before} after each run's last task."
+        )
         space.tables.append(("nearest queries before and after training", *nearest))
     if space.figures or space.tables:
         if space.figures:
-            space.text.insert(0, "Exported user vectors (export-users) projected on their first two principal "
-                              "components, each user coloured by its label in a classification task.")
+            space.text.insert(
+                0,
+                "Exported user vectors (export-users) projected on their first two principal "
+                "components, each user coloured by its label in a classification task.",
+            )
         sections.append(space)
 
     for c in inputs.coldstart:
         header, rows = coldstart_table(c)
         cnt = c.report["counts"]
         png = save_figure(fig_coldstart(c), figs / f"coldstart_{_slug(c.name)}.png")
-        s = Section(f"Cold-start recommendation (`{c.name}`)", [
-            f"Rule: {c.report['cold_rule']} — {cnt['n_warm']} warm, {cnt['n_cold']} cold users; "
-            f"1 + {c.report['negatives']} candidates per user; seed {c.report['seed']}. Representation sources are "
-            "named RUN@AFTER/mask-MASK: the model after learning AFTER, with MASK's task mask."
-            + (" Cells: value [95% bootstrap interval over the group's users]." if c.ranks is not None else "")])
-        s.tables.append((f"coldstart-eval: {c.name} ({cnt['n_warm']} warm, {cnt['n_cold']} cold)", header, rows))
+        s = Section(
+            f"Cold-start recommendation (`{c.name}`)",
+            [
+                f"Rule: {c.report['cold_rule']} — {cnt['n_warm']} warm, {cnt['n_cold']} cold users; "
+                f"1 + {c.report['negatives']} candidates per user; seed {c.report['seed']}. Representation "
+                "sources are named RUN@AFTER/mask-MASK: the model after learning AFTER, with MASK's "
+                "task mask."
+                + (
+                    " Cells: value [95% bootstrap interval over the group's users]."
+                    if c.ranks is not None
+                    else ""
+                )
+            ],
+        )
+        s.tables.append(
+            (f"coldstart-eval: {c.name} ({cnt['n_warm']} warm, {cnt['n_cold']} cold)", header, rows)
+        )
         s.figures.append(("warm vs cold", png))
         sections.append(s)
     return sections, refs
@@ -952,7 +1132,9 @@ def print_sections(sections: list[Section], console) -> None:
     console.file.flush()
 
 
-def build_report(root: str | Path, out: str | Path | None = None, *, console=None, as_json: bool = False) -> Path:
+def build_report(
+    root: str | Path, out: str | Path | None = None, *, console=None, as_json: bool = False
+) -> Path:
     """Write figures and ``report.md`` for every run/report under ``root``; print the tables
     (or, with ``as_json``, one JSON object with the tables and numbers) to ``console``."""
     root = Path(root)
@@ -966,9 +1148,15 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
             doc = {
                 "kind": "querylearn-report",
                 "report": str(path),
-                "sections": [{"title": s.title, "text": s.text,
-                              "tables": [{"title": t, "header": h, "rows": r} for t, h, r in s.tables],
-                              "figures": [str(p) for _, p in s.figures]} for s in sections],
+                "sections": [
+                    {
+                        "title": s.title,
+                        "text": s.text,
+                        "tables": [{"title": t, "header": h, "rows": r} for t, h, r in s.tables],
+                        "figures": [str(p) for _, p in s.figures],
+                    }
+                    for s in sections
+                ],
                 "values": _values(inputs, refs),
             }
             console.file.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")

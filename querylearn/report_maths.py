@@ -99,7 +99,9 @@ def column_reference(R_columns: list[list[float | None]], single: list[float | N
     """
     out = []
     for j, col in enumerate(R_columns):
-        vals = [v for v in [*col, single[j] if j < len(single) else None] if v is not None and not math.isnan(v)]
+        vals = [
+            v for v in [*col, single[j] if j < len(single) else None] if v is not None and not math.isnan(v)
+        ]
         best = max(vals) if vals else None
         out.append(best if best is not None and best > 0 else None)
     return out

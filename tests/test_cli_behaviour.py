@@ -54,9 +54,13 @@ def test_prepare_help_shows_the_source_tags(capsys):
 
 
 def test_quiet_prints_nothing_but_errors(tmp_path, capsys):
-    code, out, err = _run(["prepare", "synthetic", "--users", "120", "--out", str(tmp_path / "d"), "-q"], capsys)
+    code, out, err = _run(
+        ["prepare", "synthetic", "--users", "120", "--out", str(tmp_path / "d"), "-q"], capsys
+    )
     assert code in (0, None) and out == "" and (tmp_path / "d" / "dataset.json").is_file()
-    code, out, err = _run(["prepare", "synthetic", "--users", "5", "--out", str(tmp_path / "e"), "-q"], capsys)
+    code, out, err = _run(
+        ["prepare", "synthetic", "--users", "5", "--out", str(tmp_path / "e"), "-q"], capsys
+    )
     assert code == 1 and out == "" and "--users" in err
 
 
@@ -71,15 +75,27 @@ def _tiny_run(toy, out, tracker=None):
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.run import train_sequence
 
-    cfg = load_config(TrainConfig, None, {"model.channels": 8, "model.dilations": [1], "tasks": ["T1", "T3"],
-                                          "t1.max_epochs": 2, "t2.max_epochs": 1, "threads": 1})
+    cfg = load_config(
+        TrainConfig,
+        None,
+        {
+            "model.channels": 8,
+            "model.dilations": [1],
+            "tasks": ["T1", "T3"],
+            "t1.max_epochs": 2,
+            "t2.max_epochs": 1,
+            "threads": 1,
+        },
+    )
     return train_sequence(toy, out, config=cfg, tracker=tracker)
 
 
 def test_jsonl_records_carry_timestamp_step_and_epoch(toy, tmp_path):
     seen = []
     _tiny_run(toy, tmp_path / "run", tracker=lambda name, record: seen.append((name, record)))
-    records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "01-T1.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "logs" / "01-T1.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["step"] == records[0]["steps"] + records[1]["steps"]  # cumulative within the fit
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"]) for r in records)
@@ -91,16 +107,47 @@ def test_jsonl_records_carry_timestamp_step_and_epoch(toy, tmp_path):
 def test_tracker_scalars():
     from querylearn.cli.tracking import scalars
 
-    record = {"timestamp": "t", "step": 5, "epoch": 1, "train_loss": 2.0, "improved": True,
-              "valid": {"mrr@5": 0.25, "n": 10}, "selection": None}
-    assert scalars(record, "01-T1") == {"01-T1/train_loss": 2.0, "01-T1/valid/mrr@5": 0.25, "01-T1/valid/n": 10.0}
+    record = {
+        "timestamp": "t",
+        "step": 5,
+        "epoch": 1,
+        "train_loss": 2.0,
+        "improved": True,
+        "valid": {"mrr@5": 0.25, "n": 10},
+        "selection": None,
+    }
+    assert scalars(record, "01-T1") == {
+        "01-T1/train_loss": 2.0,
+        "01-T1/valid/mrr@5": 0.25,
+        "01-T1/valid/n": 10.0,
+    }
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
 def test_log_to_tensorboard_writes_events(toy, tmp_path, capsys):
-    code, _, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--tasks", "T1",
-                         "--epochs", "1", "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1",
-                         "--log-to", "tensorboard", "-q"], capsys)
+    code, _, err = _run(
+        [
+            "train-sequence",
+            "--data",
+            str(toy),
+            "--out",
+            str(tmp_path / "run"),
+            "--tasks",
+            "T1",
+            "--epochs",
+            "1",
+            "--model.channels",
+            "8",
+            "--model.dilations",
+            "[1]",
+            "--threads",
+            "1",
+            "--log-to",
+            "tensorboard",
+            "-q",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -108,17 +155,53 @@ def test_log_to_tensorboard_writes_events(toy, tmp_path, capsys):
 @pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed")
 def test_log_to_mlflow_records_metrics(toy, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    code, _, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--tasks", "T1",
-                         "--epochs", "1", "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1",
-                         "--log-to", "mlflow", "-q"], capsys)
+    code, _, err = _run(
+        [
+            "train-sequence",
+            "--data",
+            str(toy),
+            "--out",
+            str(tmp_path / "run"),
+            "--tasks",
+            "T1",
+            "--epochs",
+            "1",
+            "--model.channels",
+            "8",
+            "--model.dilations",
+            "[1]",
+            "--threads",
+            "1",
+            "--log-to",
+            "mlflow",
+            "-q",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     found = list((tmp_path / "run" / "mlruns").rglob("01-T1/train_loss"))
     assert found, "no MLflow metric file for 01-T1/train_loss"
 
 
 def test_train_sequence_table_is_complete_when_not_a_terminal(toy, tmp_path, capsys):
-    code, out, err = _run(["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--epochs", "1",
-                           "--model.channels", "8", "--model.dilations", "[1]", "--threads", "1"], capsys)
+    code, out, err = _run(
+        [
+            "train-sequence",
+            "--data",
+            str(toy),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--model.channels",
+            "8",
+            "--model.dilations",
+            "[1]",
+            "--threads",
+            "1",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "…" not in out
@@ -149,8 +232,16 @@ def test_track_reports_only_when_a_reporter_is_installed():
     with reporting(rec):
         assert list(track(range(2), "loop")) == [0, 1]
         assert list(track(iter("ab"), "gen")) == ["a", "b"]
-    assert rec.events == [("start", "loop", 2), ("advance", 7), ("advance", 7), ("stop", 7),
-                          ("start", "gen", None), ("advance", 7), ("advance", 7), ("stop", 7)]
+    assert rec.events == [
+        ("start", "loop", 2),
+        ("advance", 7),
+        ("advance", 7),
+        ("stop", 7),
+        ("start", "gen", None),
+        ("advance", 7),
+        ("advance", 7),
+        ("stop", 7),
+    ]
     assert list(track(range(1), "after")) == [0] and len(rec.events) == 8  # uninstalled again
 
 
@@ -185,7 +276,10 @@ def test_ncf_training_advances_a_bar_per_epoch(toy):
         (["prepare", "synthetic", "--out", "x", "--split", "random"], ("user", "example")),
         (["embed-init", "--data", "d", "--out", "o", "--source", "bert"], ("random", "kobert", "hf", "e5")),
         (["embed-init", "--data", "d", "--out", "o", "--pooling", "max"], ("subword-mean", "contextual")),
-        (["train-sequence", "--data", "d", "--out", "o", "--strategy", "ewc"], ("teracon", "finetune", "hat")),
+        (
+            ["train-sequence", "--data", "d", "--out", "o", "--strategy", "ewc"],
+            ("teracon", "finetune", "hat"),
+        ),
         (["export-users", "--run", "r", "--out", "o", "--users", "some"], ("all", "test")),
         (["coldstart-eval", "--data", "d", "--out", "o", "--ncf-model", "svd"], ("gmf", "mlp", "neumf")),
         (["coldstart-eval", "--data", "d", "--out", "o", "--model", "svd"], ("gmf", "mlp", "neumf")),
@@ -218,15 +312,47 @@ def test_cli_choices_equal_the_library():
 def test_old_model_flag_is_a_hidden_alias(toy, tmp_path, capsys):
     code, out, _ = _run(["coldstart-eval", "--help"], capsys)
     assert "--ncf-model" in out and "--model " not in out  # hidden
-    code, _, err = _run(["coldstart-eval", "--data", str(toy), "--out", str(tmp_path / "r"), "--model", "gmf",
-                         "--variant", "id", "--baseline", "most-popular", "--epochs", "1", "--negatives", "5",
-                         "--threads", "1", "-q"], capsys)
+    code, _, err = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy),
+            "--out",
+            str(tmp_path / "r"),
+            "--model",
+            "gmf",
+            "--variant",
+            "id",
+            "--baseline",
+            "most-popular",
+            "--epochs",
+            "1",
+            "--negatives",
+            "5",
+            "--threads",
+            "1",
+            "-q",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["config"]["ncf"]["model"] == "gmf" and "gmf-id" in report["methods"]
     assert report["config"]["ncf"]["device"] == "auto"  # the same default as train-sequence
-    code, _, err = _run(["coldstart-eval", "--data", str(toy), "--out", str(tmp_path / "s"), "--model", "gmf",
-                         "--ncf-model", "mlp"], capsys)
+    code, _, err = _run(
+        [
+            "coldstart-eval",
+            "--data",
+            str(toy),
+            "--out",
+            str(tmp_path / "s"),
+            "--model",
+            "gmf",
+            "--ncf-model",
+            "mlp",
+        ],
+        capsys,
+    )
     assert code == 1 and "disagree" in err
 
 

@@ -174,5 +174,6 @@ def test_after_task_with_an_earlier_mask_on_teracon(run):
     model, _, _ = load_checkpoint(path)
     ds = load_dataset(run / "ds")
     with torch.no_grad():
-        direct = model.encode(torch.as_tensor(ds.sequences.astype(np.int64)), model.task_masks("T1", model.smax))
+        ids = torch.as_tensor(ds.sequences.astype(np.int64))
+        direct = model.encode(ids, model.task_masks("T1", model.smax))
     assert np.allclose(direct.numpy(), vecs, atol=1e-6)

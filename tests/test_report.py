@@ -16,8 +16,16 @@ from querylearn.continual.run import train_sequence
 from querylearn.data.dataset import load_dataset
 from querylearn.metrics import ranking_metrics
 
-TINY = {"model.channels": 8, "model.dilations": [1, 2], "t1.max_epochs": 1, "t2.max_epochs": 1,
-        "later.max_epochs": 1, "t2.batch_size": 64, "later.batch_size": 64, "threads": 1}
+TINY = {
+    "model.channels": 8,
+    "model.dilations": [1, 2],
+    "t1.max_epochs": 1,
+    "t2.max_epochs": 1,
+    "later.max_epochs": 1,
+    "t2.batch_size": 64,
+    "later.batch_size": 64,
+    "threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +39,17 @@ def study(tmp_path_factory, toy_dataset):
     from querylearn.recsys.train import NCFConfig
 
     root = tmp_path_factory.mktemp("study")
-    for name, strategy, seed in (("teracon", "teracon", 0), ("finetune-s0", "finetune", 0),
-                                 ("finetune-s1", "finetune", 1)):
+    for name, strategy, seed in (
+        ("teracon", "teracon", 0),
+        ("finetune-s0", "finetune", 0),
+        ("finetune-s1", "finetune", 1),
+    ):
         cfg = load_config(TrainConfig, None, {**TINY, "strategy": strategy, "seed": seed})
         train_sequence(toy_dataset, root / "runs" / name, config=cfg)
     ds = load_dataset(toy_dataset)
-    cfg = ColdstartConfig(threads=1, negatives=9, variants=("rep",), baselines=("most-popular",),
-                          ncf=NCFConfig(epochs=1))
+    cfg = ColdstartConfig(
+        threads=1, negatives=9, variants=("rep",), baselines=("most-popular",), ncf=NCFConfig(epochs=1)
+    )
     report = coldstart_eval(ds, representations_from_runs([root / "runs" / "teracon"], ["T2", "T3"]), cfg)
     write_report(root / "coldstart", report, cfg)
     export_users(root / "runs" / "teracon", root / "users" / "teracon.parquet")
@@ -79,7 +91,9 @@ def test_bootstrap_interval_contains_the_mean_and_resamples_users():
     # all rows of one user move together: one user -> no interval; two users with one row each vs
     # the same values spread over 100 rows each give the same (wide) interval
     assert rm.bootstrap_ci(values, np.zeros(100, dtype=int)) is None
-    two = rm.bootstrap_ci(np.r_[np.ones(50), np.zeros(50)], np.r_[np.zeros(50, int), np.ones(50, int)], seed=3)
+    two = rm.bootstrap_ci(
+        np.r_[np.ones(50), np.zeros(50)], np.r_[np.zeros(50, int), np.ones(50, int)], seed=3
+    )
     assert two == pytest.approx(rm.bootstrap_ci(np.array([1.0, 0.0]), seed=3))
 
 
@@ -148,7 +162,9 @@ def test_every_figure_builds_with_labels_and_title(study):
     figs = {
         "R": rep.fig_r_matrix(teracon.metrics, "R", [0.5, 0.5, 1.0]),
         "forgetting": rep.fig_forgetting(runs, rep._all_references(runs, refs), "forgetting"),
-        "curves": rep.fig_curves(rep.learning_curves(teracon.path, teracon.metrics), teracon.metrics, "curves"),
+        "curves": rep.fig_curves(
+            rep.learning_curves(teracon.path, teracon.metrics), teracon.metrics, "curves"
+        ),
         "similarity": rep.fig_similarity(["T1", "T2"], np.array([[1.0, 0.5], [0.5, 1.0]]), "sim"),
         "coldstart": rep.fig_coldstart(inputs.coldstart[0]),
     }
@@ -217,8 +233,13 @@ def test_report_tables_references_intervals_and_seeds(study, tmp_path):
     assert "Nearest queries" in md and "before training" not in md  # no embed-init table: only after
     assert "| query (count) | after training: runs/finetune-s0 |" in md
     names = {p.name for p in (tmp_path / "figures").glob("*.png")}
-    assert {"forgetting.png", "R_runs_teracon.png", "coldstart_coldstart.png", "users_users_teracon_T3.png",
-            "task_relation.png"} <= names
+    assert {
+        "forgetting.png",
+        "R_runs_teracon.png",
+        "coldstart_coldstart.png",
+        "users_users_teracon_T3.png",
+        "task_relation.png",
+    } <= names
     for p in (tmp_path / "figures").glob("*.png"):
         assert f"figures/{p.name}" in md
 

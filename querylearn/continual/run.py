@@ -100,7 +100,8 @@ class _Run:
         def log(record: dict) -> None:
             # every record carries when it was written (UTC, ISO 8601), the cumulative step and its epoch
             steps[0] += int(record.get("steps", 0))
-            stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            now = datetime.datetime.now(datetime.UTC)
+            stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             record = {"timestamp": stamp, "step": steps[0], **record}
             fh.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
             fh.flush()

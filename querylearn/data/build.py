@@ -130,7 +130,8 @@ class LogAccumulator:
 
     def read_file(self, path: str | Path, chunk_rows: int) -> None:
         self.path = str(path)
-        chunks = iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=chunk_rows, allow_empty=("query",))
+        columns = ("user_id", "timestamp", "query")
+        chunks = iter_table(path, columns, chunk_rows=chunk_rows, allow_empty=("query",))
         for chunk in track(chunks, f"reading {Path(path).name} ({chunk_rows:,}-row chunks)"):
             self.add(chunk)
 
