@@ -638,17 +638,31 @@ def fig_forgetting(runs: list[RunInfo], references: dict[str, dict[str, float]],
 
 
 def fig_curves(curves: dict[str, list[tuple[int, float]]], metrics: TrainMetrics, title: str):
+    """Validation score per epoch, one panel per task with its own y-axis (the metrics' ranges differ
+    by two orders of magnitude); the epoch early stopping kept is marked."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for task, metric in zip(metrics.tasks, metrics.metric, strict=True):
+    tasks = list(metrics.tasks)
+    ncols = min(4, max(1, len(tasks)))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.4 * nrows + 0.4), squeeze=False)
+    for k, (task, metric) in enumerate(zip(tasks, metrics.metric, strict=True)):
+        ax = axes[k // ncols][k % ncols]
         pts = curves.get(task, [])
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{task} ({metric})")
-    ax.set_xlabel("epoch of the task")
-    ax.set_ylabel("validation score (task's metric)")
-    ax.set_title(title, fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, ncol=2)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+            best = metrics.best_epoch[k] if k < len(metrics.best_epoch) else None
+            if best is not None and 1 <= best <= len(pts):
+                ax.plot([best], [pts[best - 1][1]], marker="*", ms=9, color="tab:red", ls="none")
+        ax.set_title(f"{task} ({metric})", fontsize=8)
+        ax.set_xlabel("epoch of the task", fontsize=7)
+        ax.set_ylabel(f"validation {metric}", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+    for k in range(len(tasks), nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    fig.suptitle(title + " (star: the epoch kept)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -1078,7 +1092,7 @@ def build_sections(inputs: ReportInputs, out: Path) -> tuple[list[Section], Data
                 f"Rule: {c.report['cold_rule']} — {cnt['n_warm']} warm, {cnt['n_cold']} cold users; "
                 f"1 + {c.report['negatives']} candidates per user; seed {c.report['seed']}. Representation "
                 "sources are named RUN@AFTER/mask-MASK: the model after learning AFTER, with MASK's "
-                "task mask."
+                "task mask (RUN alone: the last model with its own mask)."
                 + (
                     " Cells: value [95% bootstrap interval over the group's users]."
                     if c.ranks is not None

@@ -133,9 +133,11 @@ def standardise(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ((vectors - mean) / std).astype(np.float32)
 
 
-def source_label(run: str | Path, after_task: str, mask_task: str) -> tuple[str, str]:
-    """(name, origin) of a run's representation source; both say the checkpoint's task and the mask's."""
-    name = f"{Path(run).name}@{after_task}/mask-{mask_task}"
+def source_label(run: str | Path, after_task: str, mask_task: str, *, chosen: bool = True) -> tuple[str, str]:
+    """(name, origin) of a run's representation source. The name says the checkpoint's task and the
+    mask's (``RUNDIR@AFTER/mask-MASK``) when either was chosen; the run as trained (last model, its
+    own mask) keeps the plain ``RUNDIR``. The origin always says both."""
+    name = f"{Path(run).name}@{after_task}/mask-{mask_task}" if chosen else Path(run).name
     return name, f"{run} (model after task {after_task}, mask of {mask_task})"
 
 
@@ -146,7 +148,8 @@ def representations_from_runs(
     each task in ``tasks`` (default: the last task learnt), under ``mask_task``'s mask (default:
     each checkpoint's last task).
 
-    One source per run and task, named ``RUNDIR@AFTER/mask-MASK`` (:func:`source_label`). The
+    One source per run and task, named ``RUNDIR@AFTER/mask-MASK`` (:func:`source_label`; ``RUNDIR``
+    when neither task is given). The
     export runs in memory through ``querylearn.export`` (the same code as ``querylearn
     export-users``); it is imported here, not at module level, so the rest of ``recsys`` stays
     independent of the models.
@@ -167,6 +170,6 @@ def representations_from_runs(
                 raise QuerylearnError(
                     f"--run {run}: export returned {len(user_ids)} ids for vectors {vectors.shape}"
                 )
-            name, origin = source_label(run, after, mask)
+            name, origin = source_label(run, after, mask, chosen=task is not None or mask_task is not None)
             out.append(UserRepresentations(name, [str(u) for u in user_ids], vectors, origin))
     return out
