@@ -2,8 +2,9 @@
 
 Reads only artifacts, found at most 3 levels below the given directory:
 
-- runs: ``metrics.json`` (+ ``ranks.npz`` for intervals, ``logs/*.jsonl`` for the curves,
-  ``masks.npz`` for the task relations, ``config.toml``/``run.json`` to group seeds and find the
+- runs: ``metrics.json`` (+ ``ranks.npz`` for intervals, ``logs/*.jsonl`` for the curves and, for
+  TERACON, ρ per past task and each task's mask sparsity over training, ``masks.npz`` for the task
+  relations, ``config.toml``/``run.json`` to group seeds and find the
   embed-init table, the last checkpoint's ``item_embedding.weight`` for the nearest queries);
 - cold-start reports: ``report.json`` (+ ``ranks.npz`` for intervals);
 - user vectors: Parquet files written by ``export-users`` (the PCA picture);
@@ -464,6 +465,27 @@ def learning_curves(run_dir: Path, metrics: TrainMetrics) -> dict[str, list[tupl
     return curves
 
 
+def mechanism_series(run_dir: Path, metrics: TrainMetrics) -> list[dict]:
+    """TERACON's per-epoch mechanism records from ``logs/NN-TASK.jsonl`` in training order.
+
+    One entry per epoch that logged masks: {"step": 1-based epoch over the whole run, "task": the
+    task being learnt, "rho": {past task: mean ρ over the epoch}, "off": {task: fraction of channels
+    below 0.5 at smax, mean over layers}}. Empty for strategies that log neither.
+    """
+    out: list[dict] = []
+    for position, task in enumerate(metrics.tasks):
+        log = run_dir / "logs" / f"{position + 1:02d}-{task}.jsonl"
+        if not log.is_file():
+            continue
+        for line in log.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "mask_off" not in rec and "rho_mean" not in rec:
+                continue
+            off = {t: float(np.mean(v)) for t, v in rec.get("mask_off", {}).items()}
+            out.append({"step": len(out) + 1, "task": task, "rho": dict(rec.get("rho_mean", {})), "off": off})
+    return out
+
+
 # ---------------------------------------------------------------- figures (each returns a Figure)
 
 
@@ -694,6 +716,58 @@ def fig_similarity(names: list[str], sim: np.ndarray, title: str):
     return fig
 
 
+def _task_spans(ax, series: list[dict]) -> None:
+    """Shade every second task's epochs and name each task above its span."""
+    spans: list[list] = []  # [task, first step, last step]
+    for r in series:
+        if spans and spans[-1][0] == r["task"]:
+            spans[-1][2] = r["step"]
+        else:
+            spans.append([r["task"], r["step"], r["step"]])
+    for i, (task, first, last) in enumerate(spans):
+        if i % 2:
+            ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0)
+        ax.text(
+            (first + last) / 2, 1.0, task, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+            fontsize=7,
+        )
+
+
+def fig_mechanism(series: list[dict], title: str):
+    """ρ per past task (log scale) and every task's fraction of channels switched off at smax,
+    per epoch over the whole run (TERACON's mechanism, docs/train-sequence.md "Logs")."""
+    plt = _plt()
+    fig, (ax_rho, ax_off) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True)
+    steps = [r["step"] for r in series]
+    past = [t for t in dict.fromkeys(k for r in series for k in r["rho"])]
+    for t in past:
+        pts = [(r["step"], r["rho"][t]) for r in series if t in r["rho"]]
+        ax_rho.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"ρ {t}")
+    if past:
+        ax_rho.set_yscale("log")
+        ax_rho.axhline(0.0025, color="0.5", lw=0.8, ls=":")  # 1 - σ(6): every mask alike
+        ax_rho.legend(fontsize=7, ncol=3)
+    ax_rho.set_ylabel("ρ (mean over the epoch)")
+    ax_rho.set_xlabel("epoch over the run")
+    for t in dict.fromkeys(k for r in series for k in r["off"]):
+        pts = [(r["step"], r["off"][t]) for r in series if t in r["off"]]
+        ax_off.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=t)
+    ax_off.set_ylabel("channels off (mask < 0.5)")
+    ax_off.set_xlabel("epoch over the run")
+    ax_off.set_ylim(-0.02, 1.02)
+    ax_off.legend(fontsize=7, ncol=4)
+    if steps:
+        _task_spans(ax_rho, series)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mechanism(series: list[dict], title: str, path: Path) -> Path:
+    """:func:`fig_mechanism` written to ``path``."""
+    return save_figure(fig_mechanism(series, title), path)
+
+
 def fig_coldstart(info: ColdstartInfo):
     """HR@1/5/10 and NDCG@10 per method, warm and cold users side by side, with 95% bootstrap
     intervals and the chance level of a random order of the candidates."""
@@ -896,11 +970,23 @@ def _run_curves(run: RunInfo, ctx: ReportContext) -> tuple[str, str, Any] | None
     )
 
 
+def _run_mechanism(run: RunInfo, ctx: ReportContext) -> tuple[str, str, Any] | None:
+    series = mechanism_series(run.path, run.metrics)
+    if not series:
+        return None
+    caption = (
+        "Sampling ratio ρ of every past task and each task's fraction of channels switched off at smax, "
+        "per epoch (from logs/)"
+    )
+    return f"mechanism_{_slug(run.name)}", caption, fig_mechanism(series, f"TERACON mechanism: {run.name}")
+
+
 # Per-run figures: functions (run, context) -> (file stem, caption, Figure) or None. Add one here to
 # put a figure into every run's section.
 RUN_FIGURES: list[Callable[[RunInfo, ReportContext], tuple[str, str, Any] | None]] = [
     _run_r_matrix,
     _run_curves,
+    _run_mechanism,
 ]
 
 

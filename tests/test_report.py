@@ -168,6 +168,9 @@ def test_every_figure_builds_with_labels_and_title(study):
         "similarity": rep.fig_similarity(["T1", "T2"], np.array([[1.0, 0.5], [0.5, 1.0]]), "sim"),
         "coldstart": rep.fig_coldstart(inputs.coldstart[0]),
     }
+    series = rep.mechanism_series(teracon.path, teracon.metrics)  # TERACON logs its mechanism
+    assert series
+    figs["mechanism"] = rep.fig_mechanism(series, "mechanism")
     pca = rep.pca_inputs(inputs.user_vectors[0], refs)
     assert [t for t, *_ in pca] == ["T3"]  # the toy's classify task
     task, vecs, labels, names = pca[0]
