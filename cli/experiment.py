@@ -91,12 +91,7 @@ def experiment_cli(
         models=models,
         log=lambda msg: console.print(msg, highlight=False),
     )
-    from querylearn.experiments.render import markdown_table
-    from querylearn.report import rich_table
+    from querylearn.experiments.render import print_tables
 
-    for table in results["tables"]:  # a terminal gets rich tables; a pipe or file the markdown ones
-        if console.is_terminal:
-            console.print(rich_table(table["title"], table["header"], table["rows"]))
-        else:
-            print(f"{table['title']}\n\n{markdown_table(table['header'], table['rows'])}\n")
+    print_tables(results, console)
     console.print(f"wrote {out}/results.json, {out}/results.md and {out}/figures/")

@@ -60,7 +60,10 @@ def test_order(toy, tmp_path, capsys):
     # querylearn report renders the experiment
     assert main_code(["report", str(out)]) == 0
     assert "Final scores" in (out / "report.md").read_text(encoding="utf-8")
-    capsys.readouterr()
+    assert "Final scores" in capsys.readouterr().out  # the tables, printed
+    assert main_code(["report", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["experiment"]["summary"]["orders"] == orders
 
 
 def main_code(argv) -> int:

@@ -19,7 +19,6 @@ from querylearn.metrics import ranking_metrics
 from querylearn.models.user_encoder import UserEncoder
 
 
-@torch.no_grad()
 def evaluate(
     model: UserEncoder,
     task: TaskData,
@@ -34,6 +33,30 @@ def evaluate(
     sequences [n_users, L]. Ranks are counted in torch (number of strictly higher logits, as in
     querylearn.metrics).
     """
+    return metrics_of_ranks(row_ranks(model, task, split, sequences, config=config, batch_size=batch_size))
+
+
+def metrics_of_ranks(rank_arr: np.ndarray) -> dict[str, float | int | None]:
+    """The named metrics of :func:`evaluate` (+ ``n``) from per-row 0-based ranks [N]."""
+    metrics: dict[str, float | int | None] = {
+        k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
+    }
+    metrics["n"] = int(len(rank_arr))
+    return metrics
+
+
+@torch.no_grad()
+def row_ranks(
+    model: UserEncoder,
+    task: TaskData,
+    split: str,
+    sequences: torch.Tensor,
+    *,
+    config: TrainConfig,
+    batch_size: int,
+) -> np.ndarray:
+    """0-based rank of the target of every row of ``split`` in stored order -> [N] int64
+    (the per-row outcomes behind :func:`evaluate`; ``RUN_DIR/ranks.npz`` keeps the test ones)."""
     was_training = model.training
     model.eval()
     device = sequences.device
@@ -55,12 +78,7 @@ def evaluate(
         target = logits.gather(1, y[:, None])  # [B, 1]
         ranks.append((logits > target).sum(dim=1).cpu())
     model.train(was_training)
-    rank_arr = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
-    metrics: dict[str, float | int | None] = {
-        k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
-    }
-    metrics["n"] = int(len(rank_arr))
-    return metrics
+    return torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
 
 
 def selection_value(metrics: dict, task: TaskData, selection: str) -> float | None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from querylearn.artifacts import atomic_write_bytes, read_json, write_json
@@ -127,8 +128,25 @@ def is_experiment(root: str | Path) -> bool:
     return path.is_file() and read_json(path).get("kind") == RESULTS_KIND
 
 
-def build_experiment_report(root: str | Path, out: str | Path | None = None, *, console=None) -> Path:
-    """``querylearn report OUT`` on an experiment: ``report.md`` (= results.md) and the figures."""
+def print_tables(results: dict, console) -> None:
+    """Rich tables on a terminal, plain complete ones otherwise (as ``querylearn report`` does)."""
+    from querylearn.report import plain_table, rich_table
+
+    if console.quiet:
+        return
+    for table in results["tables"]:
+        if console.is_terminal:
+            console.print(rich_table(table["title"], table["header"], table["rows"]))
+        else:
+            console.file.write(plain_table(table["title"], table["header"], table["rows"]) + "\n\n")
+    console.file.flush()
+
+
+def build_experiment_report(
+    root: str | Path, out: str | Path | None = None, *, console=None, as_json: bool = False
+) -> Path:
+    """``querylearn report OUT`` on an experiment: ``report.md`` (= results.md) and the figures;
+    prints the tables (or, with ``as_json``, results.json with the report's path) to ``console``."""
     root = Path(root)
     results = read_json(root / "results.json")
     if results.get("kind") != RESULTS_KIND:
@@ -136,9 +154,10 @@ def build_experiment_report(root: str | Path, out: str | Path | None = None, *, 
             f"{root}/results.json: expected kind '{RESULTS_KIND}', found {results.get('kind')!r}"
         )
     path = render(results, Path(out) if out else root, "report.md")
-    if console is not None:
-        from querylearn.report import rich_table
-
-        for table in results["tables"]:
-            console.print(rich_table(table["title"], table["header"], table["rows"]))
+    if console is not None and as_json and not console.quiet:
+        doc = {"kind": "querylearn-report", "report": str(path), "experiment": results}
+        console.file.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+        console.file.flush()
+    elif console is not None:
+        print_tables(results, console)
     return path
