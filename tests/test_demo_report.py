@@ -23,12 +23,26 @@ def demo_dir(tmp_path_factory):
 
 
 def test_demo_writes_every_stage(demo_dir):
-    for rel in ("data/dataset.json", "emb/random/vectors.npy", "runs/teracon-random/metrics.json",
-                "runs/finetune-random/metrics.json", "coldstart/report.json", "report.md", "demo.json"):
+    for rel in (
+        "data/dataset.json",
+        "emb/random/vectors.npy",
+        "runs/teracon-random/metrics.json",
+        "runs/finetune-random/metrics.json",
+        "coldstart/report.json",
+        "report.md",
+        "demo.json",
+    ):
         assert (demo_dir / rel).is_file(), rel
     demo = json.loads((demo_dir / "demo.json").read_text())
     assert demo["strategies"] == ["teracon-random", "finetune-random"]
-    assert set(demo["seconds"]) >= {"prepare", "embed-init", "train-sequence", "coldstart-eval", "report", "total"}
+    assert set(demo["seconds"]) >= {
+        "prepare",
+        "embed-init",
+        "train-sequence",
+        "coldstart-eval",
+        "report",
+        "total",
+    }
 
 
 def test_r_matrices_are_lower_triangular_scores(demo_dir):
@@ -66,13 +80,22 @@ def test_cold_user_count_matches_the_rule(demo_dir):
 
 def test_report_has_tables_and_figures(demo_dir):
     md = (demo_dir / "report.md").read_text(encoding="utf-8")
-    for heading in ("Tasks x methods", "Run `runs/teracon-random`", "Task relations", "Cold-start recommendation"):
+    for heading in (
+        "Tasks x methods",
+        "Run `runs/teracon-random`",
+        "Task relations",
+        "Cold-start recommendation",
+    ):
         assert heading in md
     assert "(**synthetic**)" in md
     figs = demo_dir / "figures"
     names = {p.name for p in figs.glob("*.png")}
-    assert {"task_relation.png", "R_runs_teracon-random.png", "curves_runs_teracon-random.png",
-            "coldstart_coldstart.png"} <= names
+    assert {
+        "task_relation.png",
+        "R_runs_teracon-random.png",
+        "curves_runs_teracon-random.png",
+        "coldstart_coldstart.png",
+    } <= names
     for p in figs.glob("*.png"):
         assert p.read_bytes()[:8] == PNG
         assert f"figures/{p.name}" in md
