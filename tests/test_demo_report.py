@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from querylearn.cli.demo import run_demo
+from querylearn.cli.demo import DemoSummary, run_demo
 from querylearn.cli.main import main
 from querylearn.data.dataset import load_dataset
 from querylearn.report import mask_similarity
@@ -34,6 +34,8 @@ def test_demo_writes_every_stage(demo_dir):
     ):
         assert (demo_dir / rel).is_file(), rel
     demo = json.loads((demo_dir / "demo.json").read_text())
+    assert (demo["kind"], demo["schema_version"]) == ("demo-summary", 1)
+    assert DemoSummary.from_dict(demo).strategies == demo["strategies"]
     assert demo["strategies"] == ["teracon-random", "finetune-random"]
     assert set(demo["seconds"]) >= {
         "prepare",
@@ -134,3 +136,10 @@ def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
     assert meta["source"] == "kobert" and meta["pooling"] == "subword-mean"
     rep = json.loads((out / "coldstart" / "report.json").read_text())
     assert "neumf-rep[teracon-kobert@T7/mask-T7]" in rep["methods"]
+
+
+def test_demo_summary_refuses_another_kind():
+    from querylearn.errors import QuerylearnError
+
+    with pytest.raises(QuerylearnError, match="demo-summary"):
+        DemoSummary.from_dict({"kind": "train-metrics", "schema_version": 1})
