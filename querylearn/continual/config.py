@@ -1,4 +1,4 @@
-"""TrainConfig: every hyper-parameter of ``train-sequence`` (defaults: ALGORITHMS.md 4.13).
+"""TrainConfig: every hyper-parameter of ``train-sequence`` (defaults: docs/algorithms.md#defaults).
 
 Load with ``querylearn.config_loader.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``;
 unknown keys and bad values are ConfigErrors naming the key (docs/config.md). The resolved config is
@@ -37,9 +37,10 @@ class PhaseConfig:
 
 @dataclass
 class NextQueryConfig:
-    """The next_query (T1) task. ignore_padding: drop padded targets from the AR loss (B16 fix; off
-    = parity). exclude_padding_from_ranking: padding is never a ranked candidate. sampled_softmax:
-    number of uniform negatives per batch added to the batch's targets (0 = full softmax).
+    """The next_query (T1) task. ignore_padding: drop padded targets from the AR loss (B16 fix,
+    docs/algorithms.md#b16; off = parity). exclude_padding_from_ranking: padding is never a ranked
+    candidate. sampled_softmax: number of uniform negatives per batch added to the batch's targets
+    (0 = full softmax).
     head: the T1 output head (``querylearn.models.heads``): "softmax" (the paper's linear head),
     "tied" (output weights = the input query vectors), "copy" (softmax mixed with a copy
     distribution over the user's own earlier queries by a learnt gate), "tied-copy" (both)."""
@@ -50,8 +51,12 @@ class NextQueryConfig:
     head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
 
     def __post_init__(self) -> None:
-        require(self.sampled_softmax >= 0, "sampled_softmax", "must be >= 0 (0 = full softmax)",
-                self.sampled_softmax)
+        require(
+            self.sampled_softmax >= 0,
+            "sampled_softmax",
+            "must be >= 0 (0 = full softmax)",
+            self.sampled_softmax,
+        )
 
 
 @dataclass
@@ -105,8 +110,12 @@ class TeraconConfig:
     checkpoint_students: bool = True
 
     def __post_init__(self) -> None:
-        require(self.min_kr_samples >= 1, "min_kr_samples",
-                "must be >= 1 (0 gives empty retention batches, bug B5)", self.min_kr_samples)
+        require(
+            self.min_kr_samples >= 1,
+            "min_kr_samples",
+            "must be >= 1 (0 gives empty retention batches, bug B5)",
+            self.min_kr_samples,
+        )
         require(self.alpha >= 0, "alpha", "must be >= 0", self.alpha)
         require(self.kr_classes >= 1, "kr_classes", "must be >= 1", self.kr_classes)
         require(0.0 <= self.min_rho <= 1.0, "min_rho", "must lie in [0, 1]", self.min_rho)
@@ -116,8 +125,9 @@ class TeraconConfig:
 
 @dataclass
 class ConureConfig:
-    """CONURE (section 6.6). prune: fraction p of each conv tensor's *free* entries released after
-    every task (0.7 as in [C]); task t keeps (Π_{j<t} p)(1 - p) of the whole tensor."""
+    """CONURE (docs/algorithms.md#conure). prune: fraction p of each conv tensor's *free* entries
+    released after every task (0.7 as in CONURE's official code); task t keeps (Π_{j<t} p)(1 - p) of
+    the whole tensor."""
 
     prune: float = 0.7
 
@@ -127,7 +137,7 @@ class ConureConfig:
 
 @dataclass
 class HatConfig:
-    """HAT (section 6.5). reg: attention regulariser weight c; compensation: scale the task
+    """HAT (docs/algorithms.md#hat). reg: attention regulariser weight c; compensation: scale the task
     embedding gradient by (smax/s)(cosh(clamp(s e, ±clamp_s)) + 1)/(cosh(e) + 1)."""
 
     reg: float = 0.75
@@ -179,8 +189,12 @@ class TrainConfig:
     hat: HatConfig = field(default_factory=HatConfig)
 
     def __post_init__(self) -> None:
-        require(self.selection_metric in SELECTION_METRICS, "selection_metric",
-                f"must be one of {', '.join(SELECTION_METRICS)}", self.selection_metric)
+        require(
+            self.selection_metric in SELECTION_METRICS,
+            "selection_metric",
+            f"must be one of {', '.join(SELECTION_METRICS)}",
+            self.selection_metric,
+        )
         require(self.smax > 0, "smax", "must be > 0", self.smax)
         require(self.task_emb_clamp > 0, "task_emb_clamp", "must be > 0", self.task_emb_clamp)
         require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)

@@ -1,7 +1,7 @@
-"""TERACON (ALGORITHMS.md section 4): relation-aware task masks + knowledge retention with
+"""TERACON (docs/algorithms.md#teracon): relation-aware task masks + knowledge retention with
 pseudo-labels from a frozen teacher and relation-aware user sampling.
 
-Per batch of task n (n >= 2), for every past task j (Eq. 9, 10, 14-16, 18 per [R]):
+Per batch of task n (n >= 2), for every past task j (Eq. 9, 10, 14-16, 18):
   S_j = random subset of the batch's users, |S_j| = max(min_kr_samples, floor(U · rho_j))
   ŷ_j  = teacher head_j(teacher(X[S_j]; m^j_teacher(s_t)))      (no gradient)
   ŷ'_j = head_j(model(X[S_j]; m^j(s_t)))                          (relation-aware masks)
@@ -61,7 +61,7 @@ class Teracon(ContinualStrategy):
 
     def setup_model(self, prev, tasks, new_model):
         if prev is not None and prev.n_tasks > 0 and self.cfg.alpha > 0:
-            # section 4.8: the frozen previous model is the teacher of every past task
+            # docs/algorithms.md#model-growth: the frozen previous model is the teacher of every past task
             self.teacher = copy.deepcopy(prev).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
@@ -74,7 +74,9 @@ class Teracon(ContinualStrategy):
             with torch.no_grad():  # the new task's row: U(-a, a) instead of U(low, high)
                 bank.task_embedding[-1].uniform_(-half, half)
         if self.cfg.relation_init == "identity" and model.masking == "relation" and model.n_tasks > 1:
-            bank = model.masks  # own-task input (position 0 of Q) weight 1, bias 0 (section 4.3)
+            bank = (
+                model.masks
+            )  # own-task input (position 0 of Q) weight 1, bias 0 (docs/algorithms.md#relation-aware-masks)
             rows = range(model.n_tasks) if bank.relation_layers == "reinit" else [model.n_tasks - 1]
             with torch.no_grad():
                 for t in rows:
