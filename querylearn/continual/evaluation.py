@@ -17,6 +17,7 @@ from querylearn.continual.protocol import TaskData
 from querylearn.data.vocab import PAD_ID
 from querylearn.metrics import ranking_metrics
 from querylearn.models.user_encoder import UserEncoder
+from querylearn.ranking import DEFAULT_CLASS_CHUNK, target_ranks
 
 
 @torch.no_grad()
@@ -28,11 +29,12 @@ def evaluate(
     *,
     config: TrainConfig,
     batch_size: int,
+    class_chunk: int = DEFAULT_CLASS_CHUNK,
 ) -> dict[str, float | int | None]:
     """Ranking metrics (mrr/hr/ndcg@5/20, accuracy = hit@1) over every row of ``split``.
 
     sequences [n_users, L]. Ranks are counted in torch (number of strictly higher logits, as in
-    querylearn.metrics).
+    querylearn.metrics), over at most ``class_chunk`` classes at a time (querylearn.ranking).
     """
     was_training = model.training
     model.eval()
@@ -48,11 +50,11 @@ def evaluate(
         if task.kind == "next_query":
             x = x[:, :-1]
         hidden = model.encode(x, masks, task=task.name)[torch.as_tensor(inv, device=device)]  # [B, C]
-        logits = model.heads(hidden, task.name)  # [B, n]
-        if task.kind == "next_query" and config.next_query.exclude_padding_from_ranking:
-            logits[:, PAD_ID] = float("-inf")
-        target = logits.gather(1, y[:, None])  # [B, 1]
-        ranks.append((logits > target).sum(dim=1).cpu())
+        excluded = (PAD_ID,) if task.kind == "next_query" and config.next_query.exclude_padding_from_ranking else ()
+        ranks.append(target_ranks(  # scored in chunks of classes: bounded memory for 10^6 queries
+            hidden, lambda h, c: model.heads(h, task.name, c), model.heads.n_classes(task.name), y,
+            excluded=excluded, chunk=class_chunk,
+        ).cpu())
     model.train(was_training)
     rank_arr = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
     metrics: dict[str, float | int | None] = {
