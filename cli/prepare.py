@@ -59,7 +59,8 @@ def prepare_cli(
     seed: Annotated[int, typer.Option(help="Seed of the generator and of the splits.")] = 0,
     noisy_task: Annotated[bool, typer.Option("--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
     path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
-    queries: Annotated[Path | None, typer.Option(help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
+    queries: Annotated[Path | None, typer.Option(
+        help="[files] query log CSV/Parquet (user_id, timestamp, query): a file, a folder of parts, or a quoted glob.")] = None,
     tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,
     interactions: Annotated[Path | None, typer.Option(help="[files] user_id, item_id, timestamp (optional).")] = None,
     items: Annotated[Path | None, typer.Option(help="[files] item_id, text: item titles (optional).")] = None,
@@ -72,6 +73,11 @@ def prepare_cli(
         "--exclude-last-interaction",
         help="[movielens-100k | kmrd | files] keep each user's latest interaction out of the query sequences and "
         "labels (interactions keep it), so coldstart-eval's held-out item is unseen by the representations.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="[files] where the log is grouped: pandas (in memory) | duckdb (on disk, bounded by --memory-limit) | "
+        "auto (duckdb from 512 MiB of query files or with --memory-limit). Same output either way.")] = "auto",
+    memory_limit: Annotated[str | None, typer.Option(
+        help="[files] DuckDB's memory limit, e.g. 4GB (it spills to a temporary folder beyond it).")] = None,
 ) -> None:
     """Build a dataset directory from a source and print its summary table."""
     if source not in SOURCES:
@@ -83,6 +89,7 @@ def prepare_cli(
     t0 = time.perf_counter()
     manifest = prepare(source, out, opts, users=users, noisy_task=noisy_task, path=path, queries=queries,
                        tasks=tasks, interactions=interactions, items=items,
-                       seq_len_from_files=source == "teracon" and seq_len is None)
+                       seq_len_from_files=source == "teracon" and seq_len is None, engine=engine,
+                       memory_limit=memory_limit)
     console.print(render_summary(manifest, time.perf_counter() - t0))
     console.print(f"wrote {out}/dataset.json")
