@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -124,11 +126,27 @@ def train_sequence_cli(
         str | None, typer.Option("--add-task", help="With --resume: learn one more task on a finished run.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel in N local processes (launches torchrun --standalone; gloo on CPU, "
+            "NCCL on GPU). Same as 'torchrun --nproc-per-node N -m querylearn train-sequence ...'.",
+        ),
+    ] = 1,
 ) -> None:
     """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
 
     Extra ``--section.key value`` options override single config keys, e.g. ``--model.channels 64``.
     """
+    if nproc != 1:
+        values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
+                  "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed, "--device": device,
+                  "--resume": resume, "--add-task": add_task}
+        args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
+        args += ["--with-single"] * with_single + ["--progress" if progress else "--no-progress"]
+        _launch(nproc, args + list(ctx.args), out)
+        return
     from querylearn.artifacts import check_out_dir
     from querylearn.cli.progress import RichProgress
     from querylearn.config import load_config
@@ -143,7 +161,7 @@ def train_sequence_cli(
     if with_single:
         flag_values["with_single"] = True
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
-    reporter = RichProgress(console) if progress and console.is_terminal else None
+    reporter = RichProgress(console) if progress and console.is_terminal and os.environ.get("RANK", "0") == "0" else None
     if resume is not None:
         if overrides or config is not None or data is not None or embeddings is not None:
             raise ConfigError(
@@ -165,8 +183,36 @@ def train_sequence_cli(
             data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter
         )
         run_dir = out
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     console.print(render_r(metrics))
     console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The torchrun command line of ``train-sequence --nproc N`` (one machine, rendezvous on localhost)."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be at least 1")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "querylearn", "train-sequence", *args]
+
+
+def _launch(nproc: int, args: list[str], out: Path | None) -> None:
+    """Run train-sequence in ``nproc`` processes; their own messages reach the terminal."""
+    import subprocess
+
+    from querylearn.artifacts import check_out_dir
+    from querylearn.errors import QuerylearnError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--nproc launches torchrun itself; under torchrun drop --nproc")
+    cmd = torchrun_command(nproc, args)
+    if out is not None:
+        check_out_dir(out)
+    code = subprocess.run(cmd, check=False).returncode
+    if code != 0:
+        raise QuerylearnError(f"train-sequence --nproc {nproc}: the training processes failed (exit code {code}); "
+                              "their messages are above")
 
 
 @app.command("export-users")

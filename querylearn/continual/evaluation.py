@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from querylearn.continual import distributed
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.protocol import TaskData
 from querylearn.data.vocab import PAD_ID
@@ -39,7 +40,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = sequences.device
-    users, labels = task.users[split], task.labels[split]
+    rows = distributed.shard_slice(task.n(split))  # this rank's rows; ranks are gathered below
+    users, labels = task.users[split][rows], task.labels[split][rows]
     masks = model.task_masks(task.name, model.smax)
     ranks = []
     for start in range(0, len(users), batch_size):
@@ -56,7 +58,7 @@ def evaluate(
             excluded=excluded, chunk=class_chunk,
         ).cpu())
     model.train(was_training)
-    rank_arr = torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)
+    rank_arr = distributed.gather_ranks(torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)).numpy()
     metrics: dict[str, float | int | None] = {
         k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
     }
