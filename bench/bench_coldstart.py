@@ -83,8 +83,10 @@ def main() -> None:
     ap.add_argument("--after-task", action="append", default=[])
     ap.add_argument("--users-from", type=Path, action="append", default=[])
     ap.add_argument("--cold-fraction", type=float, default=0.3)
-    ap.add_argument("--negatives", type=int, default=99)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--negatives", type=int, default=None, help="default: ColdstartConfig's")
+    ap.add_argument("--seed", type=int, default=None, help="default: ColdstartConfig's")
+    ap.add_argument("--config", type=Path, default=None, help="TOML with ColdstartConfig keys")
+    ap.add_argument("--set", action="append", default=[], help="ColdstartConfig key=value; repeatable")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "querylearn-bench-coldstart")
     args = ap.parse_args()
 
@@ -96,9 +98,13 @@ def main() -> None:
     report_dir = args.out / "report"
     cmd = querylearn(
         "coldstart-eval", "--data", str(data), "--out", str(report_dir),
-        "--cold-fraction", str(args.cold_fraction), "--negatives", str(args.negatives),
-        "--seed", str(args.seed), "--threads", "1",
+        "--cold-fraction", str(args.cold_fraction), "--threads", "1",
     )  # fmt: skip
+    for flag, value in (("--negatives", args.negatives), ("--seed", args.seed), ("--config", args.config)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for item in args.set:
+        cmd += ["--set", item]
     for r in args.run:
         cmd += ["--run", str(r)]
     for t in args.after_task:

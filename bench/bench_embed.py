@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--contextual-queries", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embed.json")
+    parser.add_argument("--set", action="append", default=[],
+                        help="EmbedInitConfig key=value (batch_size, max_length, include_special)")
     args = parser.parse_args()
 
     import torch
@@ -64,7 +66,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from kobert_tiny import build_tiny_kobert
 
+    from querylearn.config_loader import load_config, parse_sets
+    from querylearn.embeddings.base import EmbedInitConfig
     from querylearn.embeddings.kobert import load_kobert
+
+    cfg = load_config(EmbedInitConfig, None, parse_sets(args.set))  # embed-init's defaults, written once
 
     queries = synthetic_queries(args.queries)
     results: dict = {
@@ -79,7 +85,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wide = build_tiny_kobert(Path(tmp) / "wide", hidden=768, layers=1, heads=12)
         tiny = build_tiny_kobert(Path(tmp) / "tiny")
-        emb = load_kobert(str(wide), pooling="subword-mean", include_special=False, batch_size=64, max_length=128)
+        emb = load_kobert(str(wide), pooling="subword-mean", include_special=cfg.include_special,
+                          batch_size=cfg.batch_size, max_length=cfg.max_length)
         emb.embed(queries[:1000])  # warm-up (regex table, allocator)
 
         t = time.perf_counter()
@@ -100,7 +107,9 @@ def main() -> None:
                                     "queries_per_s": round(len(queries) / sec), "peak_rss_mb": rss})
 
         n_ctx = min(args.contextual_queries, len(queries))
-        ctx = load_kobert(str(tiny), pooling="contextual", include_special=False, batch_size=64, max_length=64)
+        # the tiny model has 64 positions
+        ctx = load_kobert(str(tiny), pooling="contextual", include_special=cfg.include_special,
+                          batch_size=cfg.batch_size, max_length=min(cfg.max_length, 64))
         t = time.perf_counter()
         ctx_out = ctx.embed(queries[:n_ctx])
         t_ctx = time.perf_counter() - t

@@ -3,7 +3,8 @@
 Writes the synthetic log (default 92,000 users ≈ 5M query rows) as Parquet + label CSVs + tasks TOML,
 then runs ``querylearn prepare files`` in a child process and reports rows/s and the child's peak RSS.
 
-    python bench/bench_prepare.py [--users 92000] [--chunk-rows 500000] [--work /tmp/qlbench]
+    python bench/bench_prepare.py [--users 92000] [--chunk-rows 500000] [--work /tmp/qlbench] \
+        [--set min_count=2]
 
 Results are printed and written to bench/results/prepare.json.
 """
@@ -24,7 +25,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=92_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk-rows", type=int, default=500_000)
-    ap.add_argument("--seq-len", type=int, default=60)
+    ap.add_argument("--seq-len", type=int, default=None, help="default: the source's, from BuildOptions")
+    ap.add_argument("--set", action="append", default=[], help="BuildOptions override key=value; repeatable")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qlbench"))
     ap.add_argument("--reuse", action="store_true", help="reuse the log already written under --work")
     args = ap.parse_args()
@@ -44,7 +46,11 @@ def main() -> None:
 
     cmd = [sys.executable, "-m", "querylearn.cli.main", "prepare", "files", "--queries", str(work / "log.parquet"),
            "--tasks", str(work / "tasks.toml"), "--interactions", str(work / "inter.csv"),
-           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows), "--seq-len", str(args.seq_len)]
+           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows)]
+    if args.seq_len is not None:
+        cmd += ["--seq-len", str(args.seq_len)]
+    for item in args.set:
+        cmd += ["--set", item]
     t1 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     t_build = time.perf_counter() - t1
@@ -54,7 +60,7 @@ def main() -> None:
         "users": args.users,
         "log_rows": n_rows,
         "log_parquet_mib": round(log_mib, 1),
-        "seq_len": args.seq_len,
+        "seq_len": manifest_seq_len(work / "dataset"),
         "chunk_rows": args.chunk_rows,
         "generate_and_write_seconds": round(t_gen, 1),
         "prepare_seconds": round(t_build, 1),
@@ -62,9 +68,14 @@ def main() -> None:
         "prepare_peak_rss_mib": round(peak_mib),
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / f"prepare_seq{args.seq_len}.json"
+    out = Path(__file__).parent / "results" / f"prepare_seq{result['seq_len']}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def manifest_seq_len(dataset: Path) -> int:
+    """The seq_len the child resolved (flag, --set or the source's default), read from its dataset.json."""
+    return int(json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["seq_len"])
 
 
 def _write_inputs(args, work: Path, generate_synthetic_log, t0: float) -> tuple[int, float]:

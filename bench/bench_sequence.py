@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +52,7 @@ def worker(spec_path: Path) -> int:
 
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)
-    from querylearn.config import load_config
+    from querylearn.config_loader import load_config
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.loop import train_sequence
 
@@ -266,19 +265,6 @@ def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # driver
 # ---------------------------------------------------------------------------------------------
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected key=value with a TOML value, e.g. model.channels=64")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = raw  # bare string
-    return out
-
-
 def _finished(run_dir: Path, n_tasks: int) -> dict | None:
     p = run_dir / "metrics.json"
     if not p.is_file():
@@ -302,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
     ap.add_argument("--config", type=Path, help="TOML with TrainConfig keys")
-    ap.add_argument("--set", action="append", default=[], help="key=value override (TOML value), repeatable")
+    ap.add_argument("--set", action="append", default=[], help="section.key=value (TOML value), repeatable")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--runs-root", type=Path, default=None)
@@ -312,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         return worker(args.worker)
 
-    from querylearn.config import load_config, to_dict
+    from querylearn.config_loader import load_config, parse_sets, to_dict
     from querylearn.continual.config import TrainConfig
     from querylearn.data.dataset import load_manifest
 
@@ -321,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.seeds_for:
         name, _, vals = item.partition("=")
         seeds[name] = [int(x) for x in vals.split(",") if x != ""]
-    overrides = _parse_set(args.set)
+    overrides = parse_sets(args.set)
     overrides["threads"] = args.threads
     overrides["device"] = "cpu"
     manifest = load_manifest(args.data)

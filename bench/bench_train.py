@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from querylearn.config import load_config
+from querylearn.config_loader import load_config, parse_sets
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.loop import train_sequence
 from querylearn.data.dataset import load_manifest
@@ -85,7 +85,7 @@ def conv_floor(data: Path, threads: int, precision: str, repeats: int = 20) -> d
     }
 
 
-def bench(data: Path, precision: str, threads: int, seed: int = 0) -> dict:
+def bench(data: Path, precision: str, threads: int, seed: int = 0, sets: dict | None = None) -> dict:
     manifest = load_manifest(data)
     tasks = [t["name"] for t in manifest["tasks"]][:2]
     cfg = load_config(
@@ -99,6 +99,7 @@ def bench(data: Path, precision: str, threads: int, seed: int = 0) -> dict:
             "seed": seed,
             "t1.max_epochs": 1,
             "t2.max_epochs": 1,  # official sizes otherwise: width 256, 8 blocks, batch 32 / 1024
+            **(sets or {}),
         },
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_speed.json")
+    ap.add_argument("--set", action="append", default=[], help="TrainConfig section.key=value; repeatable")
     args = ap.parse_args(argv)
+    sets = parse_sets(args.set)
     results = {
         "dataset": str(args.data),
         "source": load_manifest(args.data).get("source"),
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for floor in results["t1_conv_floor"]:
         print(json.dumps(floor))
     for precision in args.precision:
-        r = bench(args.data, precision, args.threads)
+        r = bench(args.data, precision, args.threads, sets=sets)
         results["runs"].append(r)
         print(json.dumps({k: r[k] for k in ("precision", "seconds_per_epoch", "ratio_to_official")}))
     args.out.parent.mkdir(parents=True, exist_ok=True)

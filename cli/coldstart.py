@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from querylearn.cli.app import app, console
-from querylearn.config import load_config
+from querylearn.config_loader import stage_config
 from querylearn.errors import QuerylearnError
 
 
@@ -97,6 +97,14 @@ def coldstart_eval_cli(
     device: Annotated[
         str | None, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML with ColdstartConfig keys; --set and the flags override it."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key, e.g. --set ncf.lr=0.002; repeatable."),
+    ] = None,
 ) -> None:
     """Rank each user's held-out latest item against sampled negatives: NCF vs baselines, warm vs cold.
 
@@ -120,7 +128,7 @@ def coldstart_eval_cli(
         "ncf.epochs": epochs,
         "ncf.device": device,
     }
-    config = load_config(ColdstartConfig, None, overrides)
+    config = stage_config(ColdstartConfig, config=config, sets=sets, flags=overrides)
     dataset = load_dataset(data)
     sources = []
     taken: set[str] = set()

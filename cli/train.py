@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
@@ -13,35 +12,9 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console
+from querylearn.config_loader import parse_dotted_args as parse_overrides
+from querylearn.config_loader import parse_sets
 from querylearn.errors import ConfigError
-
-
-def parse_overrides(args: list[str]) -> dict:
-    """``--section.key value`` pairs (or ``--section.key=value``) -> {"section.key": value}.
-
-    Values are read as TOML literals (numbers, booleans, [lists], "strings"); anything else is a string.
-    """
-    out: dict = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) <= 2:
-            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --model.channels 64")
-        key = arg[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override --{key} needs a value")
-            raw = args[i + 1]
-            i += 2
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key.replace("-", "_")] = value
-    return out
 
 
 def _epochs_overrides(epochs: str | None) -> dict:
@@ -126,6 +99,10 @@ def train_sequence_cli(
         str | None, typer.Option("--add-task", help="With --resume: learn one more task on a finished run.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set section.key=value (repeatable)."),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -137,7 +114,8 @@ def train_sequence_cli(
 ) -> None:
     """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
 
-    Extra ``--section.key value`` options override single config keys, e.g. ``--model.channels 64``.
+    ``--set section.key=value`` (or the extra-option form ``--section.key value``) overrides single
+    config keys, e.g. ``--set model.channels=64``.
     """
     if nproc != 1:
         values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
@@ -145,6 +123,7 @@ def train_sequence_cli(
                   "--resume": resume, "--add-task": add_task}
         args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
         args += ["--with-single"] * with_single + ["--progress" if progress else "--no-progress"]
+        args += [a for v in sets or [] for a in ("--set", v)]
         _launch(nproc, args + list(ctx.args), out)
         return
     from querylearn.artifacts import check_out_dir
@@ -153,7 +132,7 @@ def train_sequence_cli(
     from querylearn.continual.config import TrainConfig
     from querylearn.continual.run import train_sequence
 
-    overrides = parse_overrides(list(ctx.args))
+    overrides = {**parse_sets(sets), **parse_overrides(list(ctx.args))}
     overrides.update(_epochs_overrides(epochs))
     flag_values = {"strategy": strategy, "seed": seed, "device": device}
     if tasks is not None:
@@ -173,12 +152,7 @@ def train_sequence_cli(
     else:
         if out is not None:
             check_out_dir(out)
-        try:
-            cfg = load_config(TrainConfig, config, overrides)
-        except ConfigError as exc:
-            if config is not None and str(config) not in str(exc):
-                raise ConfigError(f"{config}: {exc}") from None
-            raise
+        cfg = load_config(TrainConfig, config, overrides)  # errors name the file or the override
         metrics = train_sequence(
             data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter
         )

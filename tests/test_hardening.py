@@ -273,7 +273,7 @@ def test_out_paths_that_are_files(tmp_path, capsys):
         (["train-sequence", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "f")], "is a file"),
         (["train-sequence", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "f" / "s")], "which is a file"),
         (["prepare", "synthetic", "--users", "100", "--out", str(tmp_path / "d"), "--chunk-rows", "0"],
-         "--chunk-rows must be at least 1"),
+         "chunk_rows: must be at least 1, got 0"),  # config errors name the key (docs/config.md)
     ]
     for argv, words in cases:
         with pytest.raises(SystemExit) as exc:

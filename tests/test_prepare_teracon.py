@@ -193,6 +193,9 @@ def test_cli_prepare_teracon(tmp_path, capsys):
     assert "teracon dataset" in capsys.readouterr().out
     ds = load_dataset(tmp_path / "ds")
     assert ds.seq_len == 5 and ds.manifest["split"]["mode"] == "example" and len(ds.tasks) == 3
+    from querylearn.config_loader import load_config  # the resolved options record the files' length
+
+    assert load_config(BuildOptions, tmp_path / "ds" / "config.toml").seq_len == 5
     (folder / "t2_items.csv").write_text("0,0,3,5,7,,1\n0,0,3,5,7\n")
     with pytest.raises(SystemExit) as bad:
         main(["prepare", "teracon", "--path", str(folder), "--out", str(tmp_path / "x")])

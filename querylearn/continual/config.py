@@ -1,7 +1,8 @@
 """TrainConfig: every hyper-parameter of ``train-sequence`` (defaults: ALGORITHMS.md 4.13).
 
-Load with ``querylearn.config.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``; unknown
-keys are errors. The resolved config is written to ``RUN_DIR/config.toml`` and into every checkpoint.
+Load with ``querylearn.config_loader.load_config(TrainConfig, "run.toml", {"t1.max_epochs": 3})``;
+unknown keys and bad values are ConfigErrors naming the key (docs/config.md). The resolved config is
+written to ``RUN_DIR/config.toml`` and into every checkpoint.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from querylearn.config_loader import require
 from querylearn.models.masking import DEFAULT_SMAX
 from querylearn.models.nextitnet import ModelConfig
 
@@ -28,14 +30,9 @@ class PhaseConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if (
-            self.lr <= 0
-            or self.batch_size < 1
-            or self.eval_batch_size < 1
-            or self.max_epochs < 1
-            or self.patience < 1
-        ):
-            raise ValueError("lr > 0 and batch_size, eval_batch_size, max_epochs, patience >= 1 are required")
+        require(self.lr > 0, "lr", "must be > 0", self.lr)
+        for key in ("batch_size", "eval_batch_size", "max_epochs", "patience"):
+            require(getattr(self, key) >= 1, key, "must be >= 1", getattr(self, key))
 
 
 @dataclass
@@ -49,8 +46,8 @@ class NextQueryConfig:
     sampled_softmax: int = 0
 
     def __post_init__(self) -> None:
-        if self.sampled_softmax < 0:
-            raise ValueError("next_query.sampled_softmax must be >= 0 (0 = full softmax)")
+        require(self.sampled_softmax >= 0, "sampled_softmax", "must be >= 0 (0 = full softmax)",
+                self.sampled_softmax)
 
 
 @dataclass
@@ -81,12 +78,10 @@ class TeraconConfig:
     checkpoint_students: bool = True
 
     def __post_init__(self) -> None:
-        if self.min_kr_samples < 1:
-            raise ValueError("teracon.min_kr_samples must be >= 1 (0 gives empty retention batches, bug B5)")
-        if self.alpha < 0:
-            raise ValueError("teracon.alpha must be >= 0")
-        if self.kr_classes < 1:
-            raise ValueError("teracon.kr_classes must be >= 1")
+        require(self.min_kr_samples >= 1, "min_kr_samples",
+                "must be >= 1 (0 gives empty retention batches, bug B5)", self.min_kr_samples)
+        require(self.alpha >= 0, "alpha", "must be >= 0", self.alpha)
+        require(self.kr_classes >= 1, "kr_classes", "must be >= 1", self.kr_classes)
 
 
 @dataclass
@@ -97,8 +92,7 @@ class ConureConfig:
     prune: float = 0.7
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.prune < 1.0:
-            raise ValueError("conure.prune must lie in (0, 1)")
+        require(0.0 < self.prune < 1.0, "prune", "must lie in (0, 1)", self.prune)
 
 
 @dataclass
@@ -111,8 +105,7 @@ class HatConfig:
     clamp_s: float = 50.0
 
     def __post_init__(self) -> None:
-        if self.reg < 0:
-            raise ValueError("hat.reg must be >= 0")
+        require(self.reg >= 0, "reg", "must be >= 0", self.reg)
 
 
 @dataclass
@@ -156,14 +149,11 @@ class TrainConfig:
     hat: HatConfig = field(default_factory=HatConfig)
 
     def __post_init__(self) -> None:
-        if self.selection_metric not in SELECTION_METRICS:
-            raise ValueError(
-                f"selection_metric {self.selection_metric!r} is not one of {', '.join(SELECTION_METRICS)}"
-            )
-        if self.smax <= 0 or self.task_emb_clamp <= 0:
-            raise ValueError("smax and task_emb_clamp must be > 0")
-        if self.threads < 0:
-            raise ValueError("threads must be >= 0 (0 = leave torch's default)")
+        require(self.selection_metric in SELECTION_METRICS, "selection_metric",
+                f"must be one of {', '.join(SELECTION_METRICS)}", self.selection_metric)
+        require(self.smax > 0, "smax", "must be > 0", self.smax)
+        require(self.task_emb_clamp > 0, "task_emb_clamp", "must be > 0", self.task_emb_clamp)
+        require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)
 
     def phase(self, position: int) -> PhaseConfig:
         """Optimisation settings of the task at 0-based ``position`` in the sequence."""

@@ -7,44 +7,73 @@ the raw log. Every dropped or skipped row is counted in the summary.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from querylearn.config_loader import require, write_config
 from querylearn.data.dataset import Interactions, TaskArrays, write_dataset
 from querylearn.data.normalize import normalize_query
 from querylearn.data.readers import NS_PER_S, iter_table, natural_sorted, parse_timestamps
 from querylearn.data.splits import SPLIT_MODES, permuted_split, split_sizes
 from querylearn.data.tasks import DEFAULT_METRIC
 from querylearn.data.vocab import PAD_ID, QueryVocab
-from querylearn.errors import DataError, QuerylearnError
+from querylearn.errors import ConfigError, DataError
+
+DEFAULT_SEQ_LEN = 60
+# sources whose own papers use shorter histories (MovieLens-100k / KMRD: the last 30 ratings)
+SOURCE_SEQ_LEN = {"movielens-100k": 30, "kmrd": 30}
+
+
+@dataclass
+class SyntheticOptions:
+    """The ``synthetic`` source's generator (``[synthetic]`` table; ``--noisy-task``)."""
+
+    noisy_task: bool = False  # add TERACON's uninformative task TN
+
+
+DEFAULT_SYNTHETIC_USERS = 2000
 
 
 @dataclass
 class BuildOptions:
-    """Options of ``prepare`` shared by every source."""
+    """The config of ``prepare`` (``--config`` TOML / ``--set key=value``), shared by every source.
 
-    seq_len: int = 60
+    seq_len: queries kept per user; None = the source's default (:data:`SOURCE_SEQ_LEN`, else
+    :data:`DEFAULT_SEQ_LEN`), filled by :meth:`for_source`; ``teracon`` keeps its files' length.
+    users: synthetic: users generated (None = :data:`DEFAULT_SYNTHETIC_USERS`); files: keep the
+    first N user ids of the log (None = all); movielens-100k / kmrd / teracon refuse it.
+    split: ``user`` | ``example`` (parity mode, docs/data.md). exclude_last_interaction: keep each
+    user's latest interaction out of the query sequences and the label tables (the interactions
+    keep it), so coldstart-eval's held-out item is unseen by the representation.
+    """
+
+    seq_len: int | None = None
+    users: int | None = None
     min_count: int = 1
     min_label_count: int = 1
-    split: str = "user"  # user | example (parity mode, ALGORITHMS.md 2.7)
+    split: str = "user"
     seed: int = 0
     chunk_rows: int = 500_000
-    # movielens-100k / kmrd: keep each user's latest rating out of the query sequences and the label
-    # tables (the interactions keep it), so coldstart-eval's held-out item is unseen by the representation
     exclude_last_interaction: bool = False
+    synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
 
     def __post_init__(self) -> None:
-        if self.chunk_rows < 1:
-            raise QuerylearnError(f"--chunk-rows must be at least 1, got {self.chunk_rows}")
-        if self.seq_len < 2:
-            raise QuerylearnError(f"--seq-len must be at least 2, got {self.seq_len}")
-        if self.min_count < 1 or self.min_label_count < 1:
-            raise QuerylearnError("--min-count and --min-label-count must be at least 1")
-        if self.split not in SPLIT_MODES:
-            raise QuerylearnError(f"--split {self.split!r} is not one of {', '.join(SPLIT_MODES)}")
+        if self.seq_len is not None:
+            require(self.seq_len >= 2, "seq_len", "must be at least 2", self.seq_len)
+        require(self.min_count >= 1, "min_count", "must be at least 1", self.min_count)
+        require(self.min_label_count >= 1, "min_label_count", "must be at least 1", self.min_label_count)
+        require(self.split in SPLIT_MODES, "split", f"must be one of {', '.join(SPLIT_MODES)}", self.split)
+        require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1", self.chunk_rows)
+
+    def for_source(self, source: str) -> BuildOptions:
+        """These options with ``seq_len`` (and synthetic's ``users``) filled by the source's defaults."""
+        seq_len = self.seq_len or SOURCE_SEQ_LEN.get(source, DEFAULT_SEQ_LEN)
+        users = DEFAULT_SYNTHETIC_USERS if self.users is None and source == "synthetic" else self.users
+        return dataclasses.replace(self, seq_len=seq_len, users=users)
 
 
 @dataclass
@@ -89,6 +118,10 @@ class LogAccumulator:
     _counts: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))
     _kept: pd.DataFrame | None = None
     _order: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seq_len is None:  # a library caller skipped BuildOptions.for_source (prepare() calls it)
+            raise ConfigError("seq_len: not resolved; pass BuildOptions(seq_len=N) or opts.for_source(src)")
 
     def add(self, chunk: pd.DataFrame) -> None:
         """chunk: user_id, timestamp, query (strings) and _row."""
@@ -277,6 +310,7 @@ def assemble(
         extra={"build": {"seq_len": opts.seq_len, "min_count": opts.min_count,
                          "min_label_count": opts.min_label_count}, **(extra or {})},
     )
+    write_config(out_dir, opts)  # the resolved options, readable again with --config
     return manifest
 
 

@@ -6,12 +6,14 @@ so every source goes through the same validated path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from querylearn.artifacts import check_out_dir
+from querylearn.config_loader import write_config
 from querylearn.data.build import (
     BuildOptions,
     LabelTable,
@@ -298,18 +300,25 @@ def prepare_kmrd(out: str | Path, *, path: str | Path, opts: BuildOptions) -> di
                            "excluded_last_interaction_rows": held_out})
 
 
-def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None, noisy_task: bool = False,
+def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | None = None,
+            noisy_task: bool | None = None,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None,
             seq_len_from_files: bool = False, engine: str = "auto", memory_limit: str | None = None) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
-    ``seq_len_from_files`` [teracon]: keep the files' sequence length instead of ``opts.seq_len``.
-    ``users``: synthetic: users to generate (default 2000); files: keep the first N users
-    (default all); movielens-100k / kmrd / teracon: refused (the datasets are used whole).
+    ``users`` / ``noisy_task`` (when given) replace ``opts.users`` / ``opts.synthetic.noisy_task``.
+    ``opts.users``: synthetic: users to generate; files: keep the first N users (default all);
+    movielens-100k / kmrd / teracon: refused (the datasets are used whole). Unset ``seq_len`` /
+    ``users`` become the source's defaults (:meth:`BuildOptions.for_source`; teracon: the files' length).
+    ``seq_len_from_files`` [teracon]: keep the files' sequence length even when ``opts.seq_len`` is set.
     """
     check_out_dir(out)
-    if source in ("movielens-100k", "kmrd", "teracon") and users is not None:
+    if users is not None:
+        opts = replace(opts, users=users)
+    if noisy_task is not None:
+        opts = replace(opts, synthetic=replace(opts.synthetic, noisy_task=noisy_task))
+    if source in ("movielens-100k", "kmrd", "teracon") and opts.users is not None:
         raise DataError(source, f"--users applies to synthetic and files, not {source}",
                         fix="drop --users (the dataset is used whole)")
     if source == "teracon":  # the official TERACON/CONURE task files (querylearn/data/teracon_format.py)
@@ -318,10 +327,14 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | No
         if path is None:
             raise DataError(source, "needs --path to the folder of t1..., t2..., ... files",
                             fix="querylearn prepare teracon --path FOLDER --out DIR")
-        return prepare_teracon(out, path=path, opts=opts, seq_len_from_files=seq_len_from_files)
+        from_files = seq_len_from_files or opts.seq_len is None
+        manifest = prepare_teracon(out, path=path, opts=opts, seq_len_from_files=from_files)
+        write_config(out, replace(opts, seq_len=manifest["seq_len"]))  # the resolved options, as assemble does
+        return manifest
+    opts = opts.for_source(source)
     if source == "synthetic":
-        return prepare_synthetic(out, users=2000 if users is None else users, seed=opts.seed,
-                                 noisy_task=noisy_task, opts=opts)
+        return prepare_synthetic(out, users=opts.users, seed=opts.seed, noisy_task=opts.synthetic.noisy_task,
+                                 opts=opts)
     if source in ("movielens-100k", "kmrd"):
         if path is None:
             raise DataError(source, "needs --path to the data folder", fix=f"querylearn prepare {source} --path FOLDER --out DIR")
@@ -330,5 +343,4 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | No
     if queries is None or tasks is None:
         raise DataError(source, "needs --queries LOG and --tasks TASKS.toml", fix="see docs/data.md for the formats")
     return prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts,
-                         engine=engine, memory_limit=memory_limit,
-                         users=users)
+                         users=opts.users, engine=engine, memory_limit=memory_limit)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from querylearn.config_loader import require
+
 
 @dataclass
 class ModelConfig:
@@ -34,12 +36,12 @@ class ModelConfig:
     relation_layers: str = "reinit"
 
     def __post_init__(self) -> None:
-        if self.channels < 1 or self.kernel_size < 1 or not self.dilations or min(self.dilations) < 1:
-            raise ValueError(
-                "channels, kernel_size and every dilation must be >= 1 (and dilations non-empty)"
-            )
-        if self.relation_layers not in ("reinit", "grow"):
-            raise ValueError(f"relation_layers {self.relation_layers!r} is not one of 'reinit', 'grow'")
+        require(self.channels >= 1, "channels", "must be >= 1", self.channels)
+        require(self.kernel_size >= 1, "kernel_size", "must be >= 1", self.kernel_size)
+        require(bool(self.dilations) and min(self.dilations) >= 1, "dilations",
+                "must be non-empty, each >= 1", self.dilations)
+        require(self.relation_layers in ("reinit", "grow"), "relation_layers", "must be 'reinit' or 'grow'",
+                self.relation_layers)
 
     @property
     def n_blocks(self) -> int:
