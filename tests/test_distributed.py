@@ -49,8 +49,10 @@ def _worker(rank: int, world: int, port: int, runs: list[tuple[dict, int | None]
     for kwargs, stop_after in runs:
         if "config" in kwargs:
             kwargs = {**kwargs, "config": load_config(TrainConfig, None, kwargs["config"])}
+        trained: list[int] = []
 
-        def on_task_end(position, name, metrics, stop_after=stop_after):
+        def on_task_end(position, name, metrics, stop_after=stop_after, trained=trained):
+            trained.append(position)
             if position == stop_after:
                 raise Interrupted
 
@@ -58,7 +60,7 @@ def _worker(rank: int, world: int, port: int, runs: list[tuple[dict, int | None]
             results.append(train_sequence(**kwargs, on_task_end=on_task_end)["R"])
         except Interrupted:
             results.append("interrupted")
-        results.append(distributed.world().size)
+        results.append([distributed.world().size, trained])
     distributed.shutdown()
     with open(f"{report}.{rank}", "w") as fh:
         json.dump(results, fh)
@@ -79,29 +81,15 @@ def test_two_gloo_processes_give_one_process_r_matrix(conflict, tmp_path):
     one = train_sequence(conflict, tmp_path / "one", config=load_config(TrainConfig, None, SMALL))
     full = {"data": conflict, "out": tmp_path / "two", "config": SMALL}
     cut = {"data": conflict, "out": tmp_path / "cut", "config": SMALL}
-    r0, r1 = _run_2([(full, None), (cut, 0)], tmp_path / "a")
+    resume = {"resume": tmp_path / "cut"}  # the interrupted run, resumed under the same 2-process launch
+    r0, r1 = _run_2([(full, None), (cut, 0), (resume, None)], tmp_path / "a")
     assert r0 == r1  # every rank reached the same metrics
-    assert r0[1] == 2 and r0[2:] == ["interrupted", 2]  # really 2 processes
+    assert r0[1] == [2, [0, 1, 2]] and r0[2:4] == ["interrupted", [2, [0]]]  # really 2 processes
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["R"] == r0[0]
     for row_one, row_two in zip(one["R"], two["R"], strict=True):
         for a, b in zip(row_one, row_two, strict=True):
             assert (a is None and b is None) or abs(a - b) <= 1e-5
-    # resume under the 2-process launch: interrupted after T1, resumed, the same final metrics
-    assert len(list((tmp_path / "cut" / "checkpoints").glob("*.json"))) == 1
-    r0, r1 = _run_2([({"resume": tmp_path / "cut"}, None)], tmp_path / "b")
-    assert r0 == r1 == [two["R"], 2]
+    # interrupted after T1, resumed from its checkpoint (T2 and T3 trained): the uninterrupted run's metrics
+    assert r0[4:] == [two["R"], [2, [1, 2]]]
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["R"] == two["R"]
-
-
-def test_nproc_builds_the_torchrun_command():
-    import sys
-
-    from querylearn.cli.train import torchrun_command
-    from querylearn.errors import ConfigError
-
-    assert torchrun_command(2, ["--data", "D", "--out", "R"]) == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "querylearn", "train-sequence", "--data", "D", "--out", "R"]
-    with pytest.raises(ConfigError, match="--nproc 0"):
-        torchrun_command(0, [])
