@@ -1,11 +1,12 @@
-"""Benchmark: ``querylearn coldstart-eval`` on MovieLens-100K end to end, timed (target < 1 minute on 2 cores).
+"""Benchmark: ``querylearn coldstart-eval`` on MovieLens-100K end to end, timed (target < 1 min on 2 cores).
 
 Usage::
 
     python bench/bench_coldstart.py [--data ML100K_DATASET_DIR] [--run RUN_DIR ...] [--after-task T]
                                     [--users-from FILE.parquet ...] [--cold-fraction 0.3] [--out DIR]
 
-Dataset: ``--data``, else it is prepared into the output folder with ``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
+Dataset: ``--data``, else it is prepared into the output folder with
+``querylearn prepare movielens-100k --path $QUERYLEARN_ML100K`` (default
 ``../shared/data/movielens-100k`` next to the repository; the raw files are never copied here).
 
 Representations: every ``--run`` / ``--users-from`` given. With none, the benchmark writes a
@@ -48,8 +49,15 @@ def ensure_dataset(data: Path | None, out: Path) -> Path:
         if not (DEFAULT_RAW / "u.data").is_file():
             sys.exit(f"MovieLens-100K not found at {DEFAULT_RAW}; set QUERYLEARN_ML100K or pass --data")
         subprocess.run(
-            querylearn("prepare", "movielens-100k", "--path", str(DEFAULT_RAW), "--out", str(target),
-                       "--exclude-last-interaction"),
+            querylearn(
+                "prepare",
+                "movielens-100k",
+                "--path",
+                str(DEFAULT_RAW),
+                "--out",
+                str(target),
+                "--exclude-last-interaction",
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )

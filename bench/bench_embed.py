@@ -56,8 +56,12 @@ def main() -> None:
     parser.add_argument("--contextual-queries", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embed.json")
-    parser.add_argument("--set", action="append", default=[],
-                        help="EmbedInitConfig key=value (batch_size, max_length, include_special)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="EmbedInitConfig key=value (batch_size, max_length, include_special)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -85,8 +89,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wide = build_tiny_kobert(Path(tmp) / "wide", hidden=768, layers=1, heads=12)
         tiny = build_tiny_kobert(Path(tmp) / "tiny")
-        emb = load_kobert(str(wide), pooling="subword-mean", include_special=cfg.include_special,
-                          batch_size=cfg.batch_size, max_length=cfg.max_length)
+        emb = load_kobert(
+            str(wide),
+            pooling="subword-mean",
+            include_special=cfg.include_special,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+        )
         emb.embed(queries[:1000])  # warm-up (regex table, allocator)
 
         t = time.perf_counter()
@@ -101,29 +110,54 @@ def main() -> None:
         assert out.vectors.shape == (len(queries), 768)
         results["mean_subwords"] = out.counts["mean_subwords"]
         rss = round(peak_rss_mb(), 1)
-        for name, sec in (("tokenise only (KoBERT rules)", t_tok), ("subword-mean lookup only (768-d)", t_pool),
-                          ("subword-mean total (embed)", t_all)):
-            results["rows"].append({"phase": name, "seconds": round(sec, 4),
-                                    "queries_per_s": round(len(queries) / sec), "peak_rss_mb": rss})
+        for name, sec in (
+            ("tokenise only (KoBERT rules)", t_tok),
+            ("subword-mean lookup only (768-d)", t_pool),
+            ("subword-mean total (embed)", t_all),
+        ):
+            results["rows"].append(
+                {
+                    "phase": name,
+                    "seconds": round(sec, 4),
+                    "queries_per_s": round(len(queries) / sec),
+                    "peak_rss_mb": rss,
+                }
+            )
 
         n_ctx = min(args.contextual_queries, len(queries))
         # the tiny model has 64 positions
-        ctx = load_kobert(str(tiny), pooling="contextual", include_special=cfg.include_special,
-                          batch_size=cfg.batch_size, max_length=min(cfg.max_length, 64))
+        ctx = load_kobert(
+            str(tiny),
+            pooling="contextual",
+            include_special=cfg.include_special,
+            batch_size=cfg.batch_size,
+            max_length=min(cfg.max_length, 64),
+        )
         t = time.perf_counter()
         ctx_out = ctx.embed(queries[:n_ctx])
         t_ctx = time.perf_counter() - t
         assert ctx_out.vectors.shape == (n_ctx, 32)
-        results["rows"].append({"phase": f"contextual total (tiny 32-d x 2 layers, {n_ctx} queries)",
-                                "seconds": round(t_ctx, 4), "queries_per_s": round(n_ctx / t_ctx),
-                                "peak_rss_mb": round(peak_rss_mb(), 1)})
+        results["rows"].append(
+            {
+                "phase": f"contextual total (tiny 32-d x 2 layers, {n_ctx} queries)",
+                "seconds": round(t_ctx, 4),
+                "queries_per_s": round(n_ctx / t_ctx),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            }
+        )
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
 
     width = max(len(r["phase"]) for r in results["rows"])
     print(f"{'phase':<{width}}  {'seconds':>8}  {'queries/s':>10}  {'peak RSS MB':>11}")
     for r in results["rows"]:
-        print(f"{r['phase']:<{width}}  {r['seconds']:>8.3f}  {r['queries_per_s']:>10,}  {r['peak_rss_mb']:>11.1f}")
-    print(f"{args.queries:,} queries, {results['mean_subwords']:.2f} subwords/query, {args.threads} torch threads")
+        print(
+            f"{r['phase']:<{width}}  {r['seconds']:>8.3f}  "
+            f"{r['queries_per_s']:>10,}  {r['peak_rss_mb']:>11.1f}"
+        )
+    print(
+        f"{args.queries:,} queries, {results['mean_subwords']:.2f} subwords/query, "
+        f"{args.threads} torch threads"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -44,9 +44,23 @@ def main() -> None:
     else:
         n_rows, t_gen = _write_inputs(args, work, generate_synthetic_log, t0)
 
-    cmd = [sys.executable, "-m", "querylearn.cli.main", "prepare", "files", "--queries", str(work / "log.parquet"),
-           "--tasks", str(work / "tasks.toml"), "--interactions", str(work / "inter.csv"),
-           "--out", str(work / "dataset"), "--chunk-rows", str(args.chunk_rows)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "querylearn.cli.main",
+        "prepare",
+        "files",
+        "--queries",
+        str(work / "log.parquet"),
+        "--tasks",
+        str(work / "tasks.toml"),
+        "--interactions",
+        str(work / "inter.csv"),
+        "--out",
+        str(work / "dataset"),
+        "--chunk-rows",
+        str(args.chunk_rows),
+    ]
     if args.seq_len is not None:
         cmd += ["--seq-len", str(args.seq_len)]
     for item in args.set:

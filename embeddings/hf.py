@@ -66,12 +66,20 @@ def load_hf(name_or_path: str, *, pooling: str, include_special: bool, batch_siz
         tok = AutoTokenizer.from_pretrained(str(resolved.path), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise QuerylearnError(f"--model {name_or_path}: cannot load its tokenizer from {resolved.path} ({first})") from None
+        raise QuerylearnError(
+            f"--model {name_or_path}: cannot load its tokenizer from {resolved.path} ({first})"
+        ) from None
     model = load_bert_model(resolved, auto=True)
     if not hasattr(model.config, "hidden_size"):
-        raise QuerylearnError(f"--model {name_or_path}: {type(model).__name__} has no hidden_size; use a BERT-style encoder")
+        raise QuerylearnError(
+            f"--model {name_or_path}: {type(model).__name__} has no hidden_size; use a BERT-style encoder"
+        )
     tokenizer = HFTokenizer(tok, name_or_path)
-    files = [p.name for p in sorted(resolved.path.iterdir()) if p.is_file() and p.suffix in (".json", ".txt", ".model")]
+    files = [
+        p.name
+        for p in sorted(resolved.path.iterdir())
+        if p.is_file() and p.suffix in (".json", ".txt", ".model")
+    ]
     info = {
         "name_or_path": name_or_path,
         "resolved_path": str(resolved.path),
@@ -81,5 +89,12 @@ def load_hf(name_or_path: str, *, pooling: str, include_special: bool, batch_siz
         "sha256": resolved.file_hashes((weight_file(resolved.path), *files)),
         "class": type(model).__name__,
     }
-    return BertEmbedder(tokenizer, model, pooling=pooling, include_special=include_special,
-                        batch_size=batch_size, max_length=max_length, model_info=info)
+    return BertEmbedder(
+        tokenizer,
+        model,
+        pooling=pooling,
+        include_special=include_special,
+        batch_size=batch_size,
+        max_length=max_length,
+        model_info=info,
+    )

@@ -33,7 +33,9 @@ class ResolvedModel:
 
 
 def hub_offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def looks_like_path(name: str) -> bool:
@@ -41,7 +43,9 @@ def looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") != 1
 
 
-def resolve_model(name_or_path: str, *, required: tuple[str, ...], patterns: list[str], what: str) -> ResolvedModel:
+def resolve_model(
+    name_or_path: str, *, required: tuple[str, ...], patterns: list[str], what: str
+) -> ResolvedModel:
     """Return the local folder holding ``required`` files for ``name_or_path``.
 
     Raises QuerylearnError (one line) when the folder or a file is missing, or when a hub id is
@@ -66,7 +70,8 @@ def resolve_model(name_or_path: str, *, required: tuple[str, ...], patterns: lis
         reason = type(exc).__name__
         raise QuerylearnError(
             f"cannot get '{name_or_path}' from the Hugging Face hub ({reason}: offline or not cached); "
-            f"download it where there is network and pass --model /path/to/local/{name_or_path.split('/')[-1]}"
+            "download it where there is network and pass "
+            f"--model /path/to/local/{name_or_path.split('/')[-1]}"
         ) from None
     _check_files(folder, required, name_or_path)
     revision = folder.name if folder.parent.name == "snapshots" else None
@@ -104,6 +109,8 @@ def load_bert_model(resolved: ResolvedModel, *, auto: bool = False):
         model = cls.from_pretrained(str(resolved.path), local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuerylearnError(f"--model {resolved.name_or_path}: cannot load the model from {resolved.path} ({first})") from None
+        raise QuerylearnError(
+            f"--model {resolved.name_or_path}: cannot load the model from {resolved.path} ({first})"
+        ) from None
     model.eval()
     return model.to(torch.float32)

@@ -83,8 +83,14 @@ def _codepoints(text: str) -> np.ndarray:  # [len(text)] uint32
 class KoBERTTokenizer:
     """KoBERT tokenisation on a sentencepiece model (see the module docstring for the rules)."""
 
-    def __init__(self, model_file: str | Path, *, do_lower_case: bool = False, remove_space: bool = True,
-                 keep_accents: bool = False):
+    def __init__(
+        self,
+        model_file: str | Path,
+        *,
+        do_lower_case: bool = False,
+        remove_space: bool = True,
+        keep_accents: bool = False,
+    ):
         import sentencepiece as spm
 
         self.model_file = Path(model_file)
@@ -133,7 +139,9 @@ class KoBERTTokenizer:
         cfg = folder / "tokenizer_config.json"
         if cfg.is_file():
             data = read_json(cfg)
-            settings = {k: bool(data[k]) for k in ("do_lower_case", "remove_space", "keep_accents") if k in data}
+            settings = {
+                k: bool(data[k]) for k in ("do_lower_case", "remove_space", "keep_accents") if k in data
+            }
         return cls(folder / SPIECE, **settings)
 
     # -- the KoBERTTokenizer steps -------------------------------------------------------------
@@ -191,8 +199,12 @@ class KoBERTTokenizer:
         _, combining, odd_space = _char_tables()
         # the collapse is skipped when every query is already stripped and single-spaced (normalised)
         if self.remove_space and (
-            "  " in joined or " \n" in joined or "\n " in joined or joined.startswith(" ")
-            or joined.endswith(" ") or odd_space[_codepoints(joined)].any()
+            "  " in joined
+            or " \n" in joined
+            or "\n " in joined
+            or joined.startswith(" ")
+            or joined.endswith(" ")
+            or odd_space[_codepoints(joined)].any()
         ):
             joined = _NEWLINE_EDGE_RE.sub("\n", _SPACE_RUN_RE.sub(" ", joined)).strip(" ")
         joined = joined.replace("``", '"').replace("''", '"')
@@ -219,7 +231,11 @@ class KoBERTTokenizer:
         slow_set = set(slow)
         fast_idx = [i for i in range(len(texts)) if i not in slow_set]
         id_lists: list[list[int]] = [[] for _ in texts]
-        fast_ids = self.sp.encode(self.preprocess_many([texts[i] for i in fast_idx]), out_type=int) if fast_idx else []
+        fast_ids = (
+            self.sp.encode(self.preprocess_many([texts[i] for i in fast_idx]), out_type=int)
+            if fast_idx
+            else []
+        )
         for i, ids in zip(fast_idx, fast_ids, strict=True):
             id_lists[i] = ids
         for i in slow:
@@ -233,14 +249,21 @@ class KoBERTTokenizer:
     def describe(self) -> dict:
         return {
             "kind": "kobert-sentencepiece",
-            "implementation": "querylearn re-implementation of KoBERTTokenizer (XLNet preprocessing + sentencepiece)",
+            "implementation": (
+                "querylearn re-implementation of KoBERTTokenizer (XLNet preprocessing + sentencepiece)"
+            ),
             "file": SPIECE,
             "vocab_size": self.vocab_size,
             "do_lower_case": self.do_lower_case,
             "remove_space": self.remove_space,
             "keep_accents": self.keep_accents,
-            "special_ids": {"[UNK]": self.unk_id, "[PAD]": self.pad_id, "[CLS]": self.cls_id,
-                            "[SEP]": self.sep_id, "[MASK]": self.mask_id},
+            "special_ids": {
+                "[UNK]": self.unk_id,
+                "[PAD]": self.pad_id,
+                "[CLS]": self.cls_id,
+                "[SEP]": self.sep_id,
+                "[MASK]": self.mask_id,
+            },
             "sentencepiece_version": _sp_version(),
         }
 
@@ -277,5 +300,12 @@ def load_kobert(name_or_path: str, *, pooling: str, include_special: bool, batch
         "sha256": resolved.file_hashes(("config.json", weight_file(resolved.path), *TOKENIZER_FILES)),
         "class": type(model).__name__,
     }
-    return BertEmbedder(tokenizer, model, pooling=pooling, include_special=include_special,
-                        batch_size=batch_size, max_length=max_length, model_info=info)
+    return BertEmbedder(
+        tokenizer,
+        model,
+        pooling=pooling,
+        include_special=include_special,
+        batch_size=batch_size,
+        max_length=max_length,
+        model_info=info,
+    )

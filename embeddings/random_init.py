@@ -1,7 +1,7 @@
 """The ``random`` source: a seeded table at the backbone's initialisation scale.
 
-ALGORITHMS.md section 3.3: item (query) embeddings ~ U(-sqrt(1/|V|), +sqrt(1/|V|)), |V| the full
-vocabulary size including ``<pad>``. The pad row is zero (it is the padding input).
+docs/algorithms.md#initialisation: item (query) embeddings ~ U(-sqrt(1/|V|), +sqrt(1/|V|)), |V| the
+full vocabulary size including ``<pad>``. The pad row is zero (it is the padding input).
 
 It embeds no text, so it is a :class:`~querylearn.embeddings.base.TableSource` (the whole table from
 the vocabulary size) rather than a query embedder; it is registered with the other sources in
@@ -42,6 +42,6 @@ class RandomTable:
             "include_special": None,
             "max_length": None,
             "native_dim": self.native_dim,
-            "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {vocab_size} (ALGORITHMS.md 3.3), "
-            "pad row zero",
+            "init": f"U(-sqrt(1/|V|), +sqrt(1/|V|)) with |V| = {vocab_size} "
+            "(docs/algorithms.md#initialisation), pad row zero",
         }

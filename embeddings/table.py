@@ -76,13 +76,17 @@ def load_embedding_table(path: str | Path, *, mmap: bool = False) -> EmbeddingTa
     """Load and check an EmbeddingTable directory (kind, schema_version, shapes, dtype, pad row)."""
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"{path}: no such embedding-table directory (create it with 'querylearn embed-init')")
+        raise ArtifactError(
+            f"{path}: no such embedding-table directory (create it with 'querylearn embed-init')"
+        )
     meta = read_json(path / META_FILE)
     check_manifest(path / META_FILE, meta, kind=KIND, schema_version=SCHEMA_VERSION)
     queries = QueryVocab.load(path / VOCAB_FILE).queries
     vectors = read_npy(path / VECTORS_FILE, mmap=mmap)
     if vectors.dtype != np.float32 or vectors.ndim != 2:
-        raise ArtifactError(f"{path / VECTORS_FILE}: expected float32 [V, D], found {vectors.dtype} {list(vectors.shape)}")
+        raise ArtifactError(
+            f"{path / VECTORS_FILE}: expected float32 [V, D], found {vectors.dtype} {list(vectors.shape)}"
+        )
     if vectors.shape[0] != len(queries):
         raise ArtifactError(
             f"{path / VECTORS_FILE}: {vectors.shape[0]} rows but {len(queries)} queries in {VOCAB_FILE}"
@@ -90,5 +94,7 @@ def load_embedding_table(path: str | Path, *, mmap: bool = False) -> EmbeddingTa
     if queries[:2] != [PAD, UNK]:
         raise ArtifactError(f"{path / VOCAB_FILE}: must start with {PAD}, {UNK}")
     if int(meta.get("dim", -1)) != vectors.shape[1]:
-        raise ArtifactError(f"{path / META_FILE}: dim {meta.get('dim')} but vectors.npy has width {vectors.shape[1]}")
+        raise ArtifactError(
+            f"{path / META_FILE}: dim {meta.get('dim')} but vectors.npy has width {vectors.shape[1]}"
+        )
     return EmbeddingTable(vectors, queries, meta, path)

@@ -19,10 +19,25 @@ import numpy as np
 from querylearn.errors import ArtifactError, QuerylearnError
 
 
+def process_umask() -> int:
+    """The process umask (read from /proc where it can be, else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """The one atomic-write pattern: ``write(tmp)`` fills a temp file beside ``path`` (parents are
     created), then ``os.replace`` moves it over ``path``; on any error the temp file is removed and
-    ``path`` keeps its previous content (never a half-written file)."""
+    ``path`` keeps its previous content (never a half-written file). The file gets the mode the
+    process umask gives a new file (0644 under 022), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,6 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~process_umask())  # after write: some writers re-create the file
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,7 +1,8 @@
 """User representations from a train-sequence run -> Parquet (the UserRepresentations artifact).
 
-File contract (read by ``coldstart-eval``): column ``user_id`` (string) then ``v0 .. v{D-1}``
-(float32), one row per user in the dataset's user order. File-level metadata key ``querylearn``
+File contract (read by ``coldstart-eval``; :mod:`querylearn.userfile`): column ``user_id`` (string)
+then ``embedding`` (fixed-size list of float32), or ``v0 .. v{D-1}`` (float32) with ``--wide``; one
+row per user in the dataset's user order. File-level metadata key ``querylearn``
 holds JSON: kind "user-representations", schema_version, run dir, checkpoint, task whose mask was
 used, masking, s, pooling ("last-position"), users ("all" | "test"), dim, dataset path.
 
@@ -13,18 +14,18 @@ most strategies, the task's own model for SinMo).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from querylearn import __version__
-from querylearn.artifacts import atomic_write, read_json
+from querylearn.artifacts import read_json
 from querylearn.continual.checkpoint import load_checkpoint, read_checkpoint_meta
 from querylearn.data.dataset import load_dataset
 from querylearn.data.splits import TEST
 from querylearn.errors import ArtifactError, QuerylearnError
+from querylearn.runinfo import read_run_paths
 
 USERS = ("all", "test")
 KIND = "user-representations"
@@ -80,7 +81,8 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
     path, task = _pick_checkpoint(run_dir, task)
     model, meta, _ = load_checkpoint(path, device)
     model.eval()
-    ds = load_dataset(run_meta["data"])
+    data_dir = read_run_paths(run_dir).data  # stored relative to the run directory
+    ds = load_dataset(data_dir)
     if len(ds.vocab) != model.item_embedding.num_embeddings:
         raise ArtifactError(
             f"{run_meta['data']}: vocabulary size {len(ds.vocab)} differs from the checkpoint's "
@@ -108,7 +110,7 @@ def _export(run_dir: Path, task: str | None, users: str, batch_size: int, device
         "users": users,
         "n_users": int(len(rows)),
         "dim": int(out.shape[1]),
-        "dataset": str(run_meta["data"]),
+        "dataset": str(data_dir.resolve()),
         "strategy": meta["strategy"],
     }
     return out, [ds.user_ids[i] for i in rows], info
@@ -122,15 +124,11 @@ def export_users(
     users: str = "all",
     batch_size: int = 1024,
     device: str = "cpu",
+    wide: bool = False,
 ) -> dict:
-    """Write the Parquet file (atomically) and return its metadata dict."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Write the Parquet file (atomically; ``embedding`` column, or ``v0..`` when ``wide``) and
+    return its metadata dict."""
+    from querylearn.userfile import write_user_vectors
 
     vectors, user_ids, info = _export(Path(run_dir), task, users, batch_size, device)
-    columns = {"user_id": pa.array(user_ids, type=pa.string())}
-    for d in range(vectors.shape[1]):
-        columns[f"v{d}"] = pa.array(vectors[:, d], type=pa.float32())
-    table = pa.table(columns).replace_schema_metadata({"querylearn": json.dumps(info, ensure_ascii=False)})
-    atomic_write(out, lambda tmp: pq.write_table(table, str(tmp)))
-    return info
+    return write_user_vectors(out, user_ids, vectors, info, wide=wide)

@@ -1,6 +1,7 @@
 """``querylearn report``: tables and figures from train-sequence runs and coldstart-eval reports.
 
-Reads only artifacts: ``RUN_DIR/metrics.json`` (+ ``logs/*.jsonl``, and ``masks.npz`` for the
+Reads only artifacts: ``RUN_DIR/metrics.json`` (+ ``logs/*.jsonl``: learning curves and, for
+TERACON, ρ per past task and each task's mask sparsity over training; ``masks.npz`` for the
 task-relation heatmap of runs with task masks) and ``REPORT_DIR/report.json``. Writes PNG figures
 and one ``report.md``.
 """
@@ -141,6 +142,27 @@ def learning_curves(run_dir: Path, metrics: TrainMetrics) -> dict[str, list[tupl
     return curves
 
 
+def mechanism_series(run_dir: Path, metrics: TrainMetrics) -> list[dict]:
+    """TERACON's per-epoch mechanism records from ``logs/NN-TASK.jsonl`` in training order.
+
+    One entry per epoch that logged masks: {"step": 1-based epoch over the whole run, "task": the
+    task being learnt, "rho": {past task: mean ρ over the epoch}, "off": {task: fraction of channels
+    below 0.5 at smax, mean over layers}}. Empty for strategies that log neither.
+    """
+    out: list[dict] = []
+    for position, task in enumerate(metrics.tasks):
+        log = run_dir / "logs" / f"{position + 1:02d}-{task}.jsonl"
+        if not log.is_file():
+            continue
+        for line in log.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "mask_off" not in rec and "rho_mean" not in rec:
+                continue
+            off = {t: float(np.mean(v)) for t, v in rec.get("mask_off", {}).items()}
+            out.append({"step": len(out) + 1, "task": task, "rho": dict(rec.get("rho_mean", {})), "off": off})
+    return out
+
+
 # ---------------------------------------------------------------- figures
 
 def _plt():
@@ -205,6 +227,52 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], metrics: TrainMetric
     ax.set_ylabel("validation score")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _task_spans(ax, series: list[dict]) -> None:
+    """Shade every second task's epochs and name each task above its span."""
+    spans: list[list] = []  # [task, first step, last step]
+    for r in series:
+        if spans and spans[-1][0] == r["task"]:
+            spans[-1][2] = r["step"]
+        else:
+            spans.append([r["task"], r["step"], r["step"]])
+    for i, (task, first, last) in enumerate(spans):
+        if i % 2:
+            ax.axvspan(first - 0.5, last + 0.5, color="0.92", zorder=0)
+        ax.text((first + last) / 2, 1.0, task, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=7)
+
+
+def plot_mechanism(series: list[dict], title: str, path: Path) -> Path:
+    """ρ per past task (log scale) and every task's fraction of channels switched off at smax,
+    per epoch over the whole run (TERACON's mechanism, docs/train-sequence.md "Logs")."""
+    plt = _plt()
+    fig, (ax_rho, ax_off) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True)
+    steps = [r["step"] for r in series]
+    past = [t for t in dict.fromkeys(k for r in series for k in r["rho"])]
+    for t in past:
+        pts = [(r["step"], r["rho"][t]) for r in series if t in r["rho"]]
+        ax_rho.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"ρ {t}")
+    if past:
+        ax_rho.set_yscale("log")
+        ax_rho.axhline(0.0025, color="0.5", lw=0.8, ls=":")  # 1 - σ(6): every mask alike
+        ax_rho.legend(fontsize=7, ncol=3)
+    ax_rho.set_ylabel("ρ (mean over the epoch)")
+    for t in dict.fromkeys(k for r in series for k in r["off"]):
+        pts = [(r["step"], r["off"][t]) for r in series if t in r["off"]]
+        ax_off.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=t)
+    ax_off.set_ylabel("channels off (mask < 0.5)")
+    ax_off.set_xlabel("epoch over the run")
+    ax_off.set_ylim(-0.02, 1.02)
+    ax_off.legend(fontsize=7, ncol=4)
+    if steps:
+        _task_spans(ax_rho, series)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -279,6 +347,11 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
                "", f"![R matrix]({r_png.relative_to(out)})", "", f"![learning curves]({c_png.relative_to(out)})", ""]
         if console is not None:
             console.print(rich_table(f"R matrix: {run.name} ({m.r_matrix.summary()})", header, rows))
+        series = mechanism_series(run.path, m)
+        if series:
+            k_png = plot_mechanism(series, f"TERACON mechanism: {run.name}", figs / f"mechanism_{slug}.png")
+            md += ["Sampling ratio ρ of every past task and each task's fraction of channels switched off "
+                   "at smax, per epoch (from `logs/`).", "", f"![mechanism]({k_png.relative_to(out)})", ""]
         got = read_masks(run.path)  # written by train-sequence for strategies with task masks
         if got is not None:
             names, masks = got

@@ -2,7 +2,8 @@
 from train-sequence runs) and align them to the dataset.
 
 Contract (written by ``querylearn export-users``): a Parquet file with a string column
-``user_id`` and float vector columns ``v0 .. v{D-1}``; one row per user, ids unique. Every id
+``user_id`` and either ``embedding`` (a list of floats per row, the default) or float vector
+columns ``v0 .. v{D-1}`` (``--wide``); one row per user, ids unique. Every id
 must be a user of the dataset, and every dataset user who has an interaction must have a row
 (they are all ranked).
 """
@@ -53,9 +54,11 @@ def read_user_parquet(path: str | Path, name: str | None = None) -> UserRepresen
             f"missing column 'user_id' (found: {', '.join(columns[:8])})",
             fix="export with 'querylearn export-users' (columns user_id, v0..v{D-1})",
         )
-    vec_cols = sorted((int(m.group(1)), c) for c in columns if (m := _VEC.match(c)))
-    if not vec_cols:
-        raise DataError(path, "no vector columns v0..v{D-1}", fix="export with 'querylearn export-users'")
+    listed = "embedding" in columns  # the default layout: one list column (querylearn.userfile)
+    vec_cols = [] if listed else sorted((int(m.group(1)), c) for c in columns if (m := _VEC.match(c)))
+    if not vec_cols and not listed:
+        raise DataError(path, "no 'embedding' column and no vector columns v0..v{D-1}",
+                        fix="export with 'querylearn export-users'")
     expected = list(range(len(vec_cols)))
     if [i for i, _ in vec_cols] != expected:
         missing = sorted(set(expected) - {i for i, _ in vec_cols})
@@ -69,9 +72,14 @@ def read_user_parquet(path: str | Path, name: str | None = None) -> UserRepresen
     for row, u in enumerate(user_ids):
         if u is None or u == "":
             raise DataError(path, "empty user_id", row=row + 1)
-    vectors = np.column_stack(
-        [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for _, c in vec_cols]
-    )
+    if listed:
+        from querylearn.userfile import embedding_matrix
+
+        vectors = embedding_matrix(path, table.column("embedding"))
+    else:
+        vectors = np.column_stack(
+            [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for _, c in vec_cols]
+        )
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -13,10 +13,54 @@ import random
 from pathlib import Path
 
 WORDS = [
-    "캠핑", "의자", "텐트", "이케아", "벤치", "한국어", "모델", "공유", "합니다", "영화", "추천", "노트북",
-    "가방", "여름", "원피스", "겨울", "패딩", "운동화", "러닝", "커피", "머신", "무선", "이어폰", "조명",
-    "책상", "서울", "맛집", "부산", "여행", "할인", "쿠폰", "배송", "무료", "아이폰", "케이스", "강아지",
-    "사료", "고양이", "모래", "주방", "세제", "led", "usb", "mini", "pro", "2024", "1,000원", "ㅋㅋ",
+    "캠핑",
+    "의자",
+    "텐트",
+    "이케아",
+    "벤치",
+    "한국어",
+    "모델",
+    "공유",
+    "합니다",
+    "영화",
+    "추천",
+    "노트북",
+    "가방",
+    "여름",
+    "원피스",
+    "겨울",
+    "패딩",
+    "운동화",
+    "러닝",
+    "커피",
+    "머신",
+    "무선",
+    "이어폰",
+    "조명",
+    "책상",
+    "서울",
+    "맛집",
+    "부산",
+    "여행",
+    "할인",
+    "쿠폰",
+    "배송",
+    "무료",
+    "아이폰",
+    "케이스",
+    "강아지",
+    "사료",
+    "고양이",
+    "모래",
+    "주방",
+    "세제",
+    "led",
+    "usb",
+    "mini",
+    "pro",
+    "2024",
+    "1,000원",
+    "ㅋㅋ",
 ]
 PARTICLES = ["을", "를", "이", "가", "은", "는", "의", "에서", "으로", ""]
 
@@ -45,9 +89,12 @@ def train_spiece(out_dir: Path, *, vocab_size: int = 400, seed: int = 0) -> Path
         model_type="unigram",
         character_coverage=1.0,
         hard_vocab_limit=False,
-        unk_id=0, unk_piece="[UNK]",
-        pad_id=1, pad_piece="[PAD]",
-        bos_id=-1, eos_id=-1,
+        unk_id=0,
+        unk_piece="[UNK]",
+        pad_id=1,
+        pad_piece="[PAD]",
+        bos_id=-1,
+        eos_id=-1,
         control_symbols=["[CLS]", "[SEP]", "[MASK]"],
         num_threads=1,
         minloglevel=2,
@@ -57,8 +104,16 @@ def train_spiece(out_dir: Path, *, vocab_size: int = 400, seed: int = 0) -> Path
     return out_dir / "spiece.model"
 
 
-def build_tiny_kobert(out_dir: str | Path, *, hidden: int = 32, layers: int = 2, heads: int = 2,
-                      vocab_size: int = 400, max_positions: int = 64, seed: int = 0) -> Path:
+def build_tiny_kobert(
+    out_dir: str | Path,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    vocab_size: int = 400,
+    max_positions: int = 64,
+    seed: int = 0,
+) -> Path:
     """Write the tiny KoBERT folder to ``out_dir`` and return it."""
     import sentencepiece as spm
     import torch
@@ -69,8 +124,13 @@ def build_tiny_kobert(out_dir: str | Path, *, hidden: int = 32, layers: int = 2,
     n_pieces = spm.SentencePieceProcessor(model_file=str(model_file)).GetPieceSize()
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=n_pieces, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, max_position_embeddings=max_positions, pad_token_id=1,
+        vocab_size=n_pieces,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=max_positions,
+        pad_token_id=1,
         type_vocab_size=2,
     )
     model = BertModel(config)
@@ -78,15 +138,37 @@ def build_tiny_kobert(out_dir: str | Path, *, hidden: int = 32, layers: int = 2,
         model.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
     model.eval()
     model.save_pretrained(out)
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "do_lower_case": False, "remove_space": True, "keep_accents": False,
-        "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
-        "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
-    }), encoding="utf-8")
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
-        "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
-    }), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "do_lower_case": False,
+                "remove_space": True,
+                "keep_accents": False,
+                "bos_token": "[CLS]",
+                "eos_token": "[SEP]",
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            }
+        ),
+        encoding="utf-8",
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "[CLS]",
+                "eos_token": "[SEP]",
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            }
+        ),
+        encoding="utf-8",
+    )
     return out
 
 
@@ -119,8 +201,16 @@ def build_tiny_hf_bert(out_dir: str | Path, *, hidden: int = 16, seed: int = 0) 
     tok = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=False)
     tok.save_pretrained(out)
     torch.manual_seed(seed)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=32))
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=32,
+        )
+    )
     model.eval()
     model.save_pretrained(out)
     return out

@@ -28,7 +28,9 @@ def test_movielens_task_sizes_match_the_raw_counts(ml):
     assert [t.name for t in ds.tasks] == ["T1", "T2", "T3", "T4", "T5", "T6"]
     kept = set(str(u) for u in low_users)
     # T2: every (user, movie) rated 4 whose user has a T1 sequence
-    assert len(ds.task("T2").user_index) == int((r.rating == 4).sum() - r[(r.rating == 4) & ~r.user.astype(str).isin(kept)].shape[0])
+    assert len(ds.task("T2").user_index) == int(
+        (r.rating == 4).sum() - r[(r.rating == 4) & ~r.user.astype(str).isin(kept)].shape[0]
+    )
     assert len(ds.task("T3").user_index) == int(((r.rating == 5) & r.user.astype(str).isin(kept)).sum())
     assert ds.task("T4").n_labels == 2 and ds.task("T5").n_labels == 7 and ds.task("T6").n_labels == 21
     assert ds.task("T5").label_names == sorted(b[2] for b in ML_AGE_BUCKETS)
@@ -39,7 +41,9 @@ def test_movielens_task_sizes_match_the_raw_counts(ml):
 def test_movielens_sequence_is_chronological_low_ratings(ml):
     ds, raw = ml
     r = pd.read_csv(raw / "u.data", sep="\t", header=None, names=["user", "item", "rating", "ts"])
-    items = pd.read_csv(raw / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1], names=["item", "title"])
+    items = pd.read_csv(
+        raw / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1], names=["item", "title"]
+    )
     title = dict(zip(items.item, items.title, strict=True))
     u = ds.user_ids.index("1")
     mine = r[(r.user == 1) & ~r.rating.isin([4, 5])].sort_values(["ts", "item"], kind="stable")
@@ -65,8 +69,12 @@ def test_kmrd_tasks(tmp_path, kmrd_dir):
 
 
 def test_favourite_rule_breaks_ties_by_global_frequency():
-    rated = pd.DataFrame({"user": ["a", "a", "b", "b", "b", "c"], "movie": ["m1", "m2", "m1", "m3", "m4", "m5"]})
-    attr = pd.DataFrame({"movie": ["m1", "m2", "m3", "m4", "m5"], "genre": ["드라마", "코미디", "코미디", "코미디", "SF"]})
+    rated = pd.DataFrame(
+        {"user": ["a", "a", "b", "b", "b", "c"], "movie": ["m1", "m2", "m1", "m3", "m4", "m5"]}
+    )
+    attr = pd.DataFrame(
+        {"movie": ["m1", "m2", "m3", "m4", "m5"], "genre": ["드라마", "코미디", "코미디", "코미디", "SF"]}
+    )
     fav = _favourite(rated, attr, "genre").set_index("user_id")["label"].to_dict()
     # a: 드라마 1 vs 코미디 1 -> tie, 코미디 is more frequent overall (3 vs 2)
     assert fav == {"a": "코미디", "b": "코미디", "c": "SF"}
@@ -78,12 +86,21 @@ def test_missing_folder_is_one_line(tmp_path):
 
 
 def test_exclude_last_interaction_hides_the_held_out_item(tmp_path, ml100k_dir):
-    prepare_movielens_100k(tmp_path / "x", path=ml100k_dir, opts=BuildOptions(seq_len=30, exclude_last_interaction=True))
+    prepare_movielens_100k(
+        tmp_path / "x", path=ml100k_dir, opts=BuildOptions(seq_len=30, exclude_last_interaction=True)
+    )
     ds = load_dataset(tmp_path / "x")
     r = pd.read_csv(ml100k_dir / "u.data", sep="\t", header=None, names=["user", "item", "rating", "ts"])
     r = r.sort_values(["user", "ts", "item"], kind="stable")
     last = r.groupby("user").tail(1).set_index("user")
-    items = pd.read_csv(ml100k_dir / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1], names=["item", "title"])
+    items = pd.read_csv(
+        ml100k_dir / "u.item",
+        sep="|",
+        header=None,
+        encoding="latin-1",
+        usecols=[0, 1],
+        names=["item", "title"],
+    )
     title = dict(zip(items.item, items.title.str.lower(), strict=True))
     t2 = ds.task("T2")
     checked = 0

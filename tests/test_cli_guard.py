@@ -70,6 +70,23 @@ def _cases(d):
             ["report", str(f)],
             ["report", str(d / "fake_run")],
         ],
+        "export-model": [
+            ["export-model", "--run", str(e), "--out", str(d / "m1")],
+            ["export-model", "--run", str(d / "fake_run"), "--out", str(d / "m2")],
+            ["export-model", "--run", str(f), "--out", str(f / "m")],
+        ],
+        "embed-users": [
+            ["embed-users", "--model", str(e), "--queries", str(g), "--out", str(d / "eu.parquet")],
+            ["embed-users", "--model", str(f), "--queries", str(f), "--out", str(d / "eu.parquet")],
+            ["embed-users", "--model", str(e), "--queries", str(g), "--out", str(d / "eu.csv")],
+        ],
+        "neighbours": [
+            ["neighbours", "--emb", str(e), "--query", "x"],
+            ["neighbours", "--emb", str(f), "--query", "x"],
+            ["neighbours", "--users", str(g), "--user", "u"],
+            ["neighbours", "--emb", str(e), "--users", str(g), "--query", "x"],
+            ["neighbours", "--emb", str(e)],
+        ],
         "demo": [
             ["demo", "--out", str(f)],
             ["demo", "--out", str(d / "dm"), "--preset", "nope"],
@@ -84,7 +101,7 @@ def test_every_command_has_broken_input_cases(broken):
 
 
 @pytest.mark.parametrize("command", ["prepare", "embed-init", "embed-queries", "train-sequence", "export-users",
-                                     "coldstart-eval", "report", "demo"])
+                                     "coldstart-eval", "report", "demo", "export-model", "embed-users", "neighbours"])
 def test_broken_inputs_never_print_a_traceback(broken, capsys, command):
     for argv in _cases(broken)[command]:
         with pytest.raises(SystemExit) as exc:

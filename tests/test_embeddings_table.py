@@ -36,6 +36,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 # -- random ----------------------------------------------------------------------------------------
 
+
 def test_random_table_scale_and_pad():
     table = random_table(100, 16, seed=3)
     assert table.dtype == np.float32 and table.shape == (100, 16)
@@ -70,12 +71,23 @@ def test_embed_queries_refuses_random_table(toy, tmp_path, capsys):
     with pytest.raises(QuerylearnError, match="random"):
         embed_queries(tmp_path / "r", ["캠핑 의자"])
     (tmp_path / "q.txt").write_text("캠핑 의자\n", encoding="utf-8")
-    code, _, err = run_cli(["embed-queries", "--emb", str(tmp_path / "r"), "--queries", str(tmp_path / "q.txt"),
-                            "--out", str(tmp_path / "q.npy")], capsys)
+    code, _, err = run_cli(
+        [
+            "embed-queries",
+            "--emb",
+            str(tmp_path / "r"),
+            "--queries",
+            str(tmp_path / "q.txt"),
+            "--out",
+            str(tmp_path / "q.npy"),
+        ],
+        capsys,
+    )
     assert code == 1 and "random" in err and len(err.strip().splitlines()) == 1
 
 
 # -- PCA -------------------------------------------------------------------------------------------
+
 
 def test_pca_by_hand():
     # points on the line y = 2x in 3-d plus a tiny z: the first component carries ~all variance
@@ -124,6 +136,7 @@ def test_contextual_and_subword_determinism(toy, tmp_path, kobert_dir):
 
 # -- loader checks ---------------------------------------------------------------------------------
 
+
 def test_loader_rejects_wrong_kind_and_shape(toy, tmp_path):
     embed_init(toy, tmp_path / "t", resolve_config(source="random", dim=4))
     meta = read_json(tmp_path / "t" / "meta.json")
@@ -148,20 +161,52 @@ def test_check_vocab_names_first_difference(toy, tmp_path):
 
 # -- CLI -------------------------------------------------------------------------------------------
 
+
 def test_cli_end_to_end(toy, tmp_path, kobert_dir, capsys):
     emb = tmp_path / "emb"
-    code, out, err = run_cli(["embed-init", "--data", str(toy), "--source", "kobert", "--model", str(kobert_dir),
-                              "--out", str(emb), "--dim", "5", "--seed", "1"], capsys)
+    code, out, err = run_cli(
+        [
+            "embed-init",
+            "--data",
+            str(toy),
+            "--source",
+            "kobert",
+            "--model",
+            str(kobert_dir),
+            "--out",
+            str(emb),
+            "--dim",
+            "5",
+            "--seed",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "kobert-subword-mean" in out
     assert sorted(p.name for p in emb.iterdir()) == [
-        "config.toml", "meta.json", "projection_components.npy", "projection_mean.npy", "vectors.npy",
-        "vocab.json"]
+        "config.toml",
+        "meta.json",
+        "projection_components.npy",
+        "projection_mean.npy",
+        "vectors.npy",
+        "vocab.json",
+    ]
     vectors = np.load(emb / "vectors.npy", allow_pickle=False)
     assert vectors.dtype == np.float32 and vectors.shape == (32, 5)
     (tmp_path / "q.txt").write_text("검색어3\n새 검색어\n\n😀\n", encoding="utf-8")
-    code, out, err = run_cli(["embed-queries", "--emb", str(emb), "--queries", str(tmp_path / "q.txt"),
-                              "--out", str(tmp_path / "q.npy")], capsys)
+    code, out, err = run_cli(
+        [
+            "embed-queries",
+            "--emb",
+            str(emb),
+            "--queries",
+            str(tmp_path / "q.txt"),
+            "--out",
+            str(tmp_path / "q.npy"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     q = np.load(tmp_path / "q.npy", allow_pickle=False)
     side = read_json(tmp_path / "q.npy.json")
@@ -186,29 +231,45 @@ def table_id(emb: Path, query: str) -> int:
         (["--source", "random", "--dim", "0"], "--dim 0"),
     ],
 )
-
 def test_cli_bad_flags_one_line(toy, tmp_path, capsys, args, expected):
     code, _, err = run_cli(["embed-init", "--data", str(toy), "--out", str(tmp_path / "o"), *args], capsys)
     assert code == 1 and expected in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_missing_dataset_one_line(tmp_path, capsys):
-    code, _, err = run_cli(["embed-init", "--data", str(tmp_path / "nope"), "--source", "random",
-                            "--out", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        ["embed-init", "--data", str(tmp_path / "nope"), "--source", "random", "--out", str(tmp_path / "o")],
+        capsys,
+    )
     assert code == 1 and "dataset.json" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_hub_id_offline_tells_how_to_pass_local_copy(toy, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run_cli(["embed-init", "--data", str(toy), "--source", "kobert", "--out", str(tmp_path / "o")],
-                           capsys)
+    code, _, err = run_cli(
+        ["embed-init", "--data", str(toy), "--source", "kobert", "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 1 and "--model /path/to/local/kobert-base-v1" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_pca_dim_too_large(toy, tmp_path, kobert_dir, capsys):
-    code, _, err = run_cli(["embed-init", "--data", str(toy), "--source", "kobert", "--model", str(kobert_dir),
-                            "--out", str(tmp_path / "o"), "--dim", "64"], capsys)
+    code, _, err = run_cli(
+        [
+            "embed-init",
+            "--data",
+            str(toy),
+            "--source",
+            "kobert",
+            "--model",
+            str(kobert_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--dim",
+            "64",
+        ],
+        capsys,
+    )
     assert code == 1 and "--dim 64" in err
 
 
@@ -220,12 +281,32 @@ def test_resolve_config_errors_are_config_errors():
 
 
 def test_cli_embed_queries_bad_inputs_one_line(toy, tmp_path, capsys):
-    code, _, err = run_cli(["embed-queries", "--emb", str(tmp_path / "none"), "--queries", str(tmp_path / "q.txt"),
-                            "--out", str(tmp_path / "o.npy")], capsys)
+    code, _, err = run_cli(
+        [
+            "embed-queries",
+            "--emb",
+            str(tmp_path / "none"),
+            "--queries",
+            str(tmp_path / "q.txt"),
+            "--out",
+            str(tmp_path / "o.npy"),
+        ],
+        capsys,
+    )
     assert code == 1 and "no such embedding-table directory" in err and len(err.strip().splitlines()) == 1
     embed_init(toy, tmp_path / "emb", resolve_config(source="random", dim=4))
-    code, _, err = run_cli(["embed-queries", "--emb", str(tmp_path / "emb"), "--queries", str(tmp_path / "q.txt"),
-                            "--out", str(tmp_path / "o.npy")], capsys)
+    code, _, err = run_cli(
+        [
+            "embed-queries",
+            "--emb",
+            str(tmp_path / "emb"),
+            "--queries",
+            str(tmp_path / "q.txt"),
+            "--out",
+            str(tmp_path / "o.npy"),
+        ],
+        capsys,
+    )
     assert code == 1 and "queries file not found" in err
     (tmp_path / "bad.txt").write_bytes("좋은\n".encode() + b"\xff\xfe\n")
     from querylearn.embeddings.build import read_queries_file

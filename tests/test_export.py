@@ -43,7 +43,7 @@ def run(tmp_path_factory):
 def test_export_parquet_contract(run, tmp_path):
     out = tmp_path / "users.parquet"
     with pytest.raises(SystemExit) as exc:
-        main(["export-users", "--run", str(run / "run"), "--out", str(out), "--task", "T2"])
+        main(["export-users", "--run", str(run / "run"), "--out", str(out), "--task", "T2", "--wide"])
     assert exc.value.code == 0
     table = pq.read_table(out)
     assert table.schema.names == ["user_id"] + [f"v{d}" for d in range(16)]

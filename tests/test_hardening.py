@@ -26,8 +26,16 @@ from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import ArtifactError, ConfigError, DataError, QuerylearnError
 
 T1_ONLY = '[[task]]\nname = "T1"\nkind = "next_query"\n'
-TINY = {"model.channels": 16, "model.dilations": [1, 2], "threads": 1, "t1.max_epochs": 1,
-        "t2.max_epochs": 1, "later.max_epochs": 1, "t2.batch_size": 64, "later.batch_size": 64}
+TINY = {
+    "model.channels": 16,
+    "model.dilations": [1, 2],
+    "threads": 1,
+    "t1.max_epochs": 1,
+    "t2.max_epochs": 1,
+    "later.max_epochs": 1,
+    "t2.batch_size": 64,
+    "later.batch_size": 64,
+}
 
 
 def _ts(*values: str) -> np.ndarray:
@@ -37,7 +45,9 @@ def _ts(*values: str) -> np.ndarray:
 
 def _seqs(out: Path) -> dict[str, list[str]]:
     ds = load_dataset(out)
-    return {u: [ds.vocab.queries[i] for i in row if i] for u, row in zip(ds.user_ids, ds.sequences, strict=True)}
+    return {
+        u: [ds.vocab.queries[i] for i in row if i] for u, row in zip(ds.user_ids, ds.sequences, strict=True)
+    }
 
 
 def _files(tmp_path: Path, log: str, tasks: str = T1_ONLY) -> dict[str, Path]:
@@ -48,56 +58,100 @@ def _files(tmp_path: Path, log: str, tasks: str = T1_ONLY) -> dict[str, Path]:
 
 # ---- 1, 2: timestamps ------------------------------------------------------------------------
 
+
 def test_timestamps_known_values():
-    ns = _ts("1714564800", "2024-05-01T12:00:00", "2024-05-01T21:00:00+09:00", "2024-05-01T12:00:00Z",
-             "2024-05-01 12:00:00.5", "100.7", "100.2", "-0.5", "1.5e2", "2024-05-01")
+    ns = _ts(
+        "1714564800",
+        "2024-05-01T12:00:00",
+        "2024-05-01T21:00:00+09:00",
+        "2024-05-01T12:00:00Z",
+        "2024-05-01 12:00:00.5",
+        "100.7",
+        "100.2",
+        "-0.5",
+        "1.5e2",
+        "2024-05-01",
+    )
     assert ns.tolist() == [
-        1714564800 * NS_PER_S, 1714564800 * NS_PER_S, 1714564800 * NS_PER_S, 1714564800 * NS_PER_S,
-        1714564800 * NS_PER_S + NS_PER_S // 2, 100_700_000_000, 100_200_000_000, -500_000_000,
-        150 * NS_PER_S, 1714521600 * NS_PER_S,
+        1714564800 * NS_PER_S,
+        1714564800 * NS_PER_S,
+        1714564800 * NS_PER_S,
+        1714564800 * NS_PER_S,
+        1714564800 * NS_PER_S + NS_PER_S // 2,
+        100_700_000_000,
+        100_200_000_000,
+        -500_000_000,
+        150 * NS_PER_S,
+        1714521600 * NS_PER_S,
     ]
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("inf", "not a finite number"), ("-inf", "not a finite number"), ("nan", "not a finite number"),
-    ("1e30", "out of range"), ("1714564800000", "milliseconds"), ("99999999999999999999999", "out of range"),
-    ("1714564800000.5", "out of range"), ("yesterday", "neither a number nor an ISO-8601"),
-    ("2024-13-01", "neither a number nor an ISO-8601"), ("9999-01-01", "outside 1677..2262"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("inf", "not a finite number"),
+        ("-inf", "not a finite number"),
+        ("nan", "not a finite number"),
+        ("1e30", "out of range"),
+        ("1714564800000", "milliseconds"),
+        ("99999999999999999999999", "out of range"),
+        ("1714564800000.5", "out of range"),
+        ("yesterday", "neither a number nor an ISO-8601"),
+        ("2024-13-01", "neither a number nor an ISO-8601"),
+        ("9999-01-01", "outside 1677..2262"),
+    ],
+)
 def test_bad_timestamps_name_the_row(bad, words):
     with pytest.raises(DataError, match=rf"log\.csv, row 3: timestamp '{bad}' .*{words}"):
         _ts("100", bad, "200")
 
 
 def test_issue_repro_iso_and_mixed_order(tmp_path):
-    f = _files(tmp_path, "user_id,timestamp,query\n1,2024-05-01T12:00:00,first\n1,2024-05-01T12:10:00,third\n"
-               "1,2024-05-01T12:05:00,second\n2,1714564800,a\n2,1714564900,b\n2,2024-05-02T00:00:00,c\n")
+    f = _files(
+        tmp_path,
+        "user_id,timestamp,query\n1,2024-05-01T12:00:00,first\n1,2024-05-01T12:10:00,third\n"
+        "1,2024-05-01T12:05:00,second\n2,1714564800,a\n2,1714564900,b\n2,2024-05-02T00:00:00,c\n",
+    )
     prepare_files(tmp_path / "d", **f, opts=BuildOptions(seq_len=5))
     assert _seqs(tmp_path / "d") == {"1": ["first", "second", "third"], "2": ["a", "b", "c"]}
 
 
 def test_time_zones_and_fractions_order(tmp_path):
-    f = _files(tmp_path, "user_id,timestamp,query\n3,2024-05-01T04:00:00Z,utc4\n3,2024-05-01T12:00:00+09:00,kst12\n"
-               "3,2024-05-01 05:00:00,naive5\n4,100.7,late\n4,100.2,early\n4,100,earliest\n")
+    f = _files(
+        tmp_path,
+        "user_id,timestamp,query\n3,2024-05-01T04:00:00Z,utc4\n3,2024-05-01T12:00:00+09:00,kst12\n"
+        "3,2024-05-01 05:00:00,naive5\n4,100.7,late\n4,100.2,early\n4,100,earliest\n",
+    )
     prepare_files(tmp_path / "d", **f, opts=BuildOptions(seq_len=5))
     assert _seqs(tmp_path / "d") == {"3": ["kst12", "utc4", "naive5"], "4": ["earliest", "early", "late"]}
 
 
 @pytest.mark.parametrize("tz", [None, "Asia/Seoul"])
 def test_parquet_native_timestamps(tmp_path, tz):
-    stamps = pd.to_datetime(["2024-05-01 12:00", "2024-05-01 12:10", "2024-05-01 12:05:00.25"], format="ISO8601")
+    stamps = pd.to_datetime(
+        ["2024-05-01 12:00", "2024-05-01 12:10", "2024-05-01 12:05:00.25"], format="ISO8601"
+    )
     if tz:
         stamps = stamps.tz_localize(tz)
-    pd.DataFrame({"user_id": [1, 1, 1], "timestamp": stamps, "query": ["a", "c", "b"]}).to_parquet(tmp_path / "q.parquet")
+    pd.DataFrame({"user_id": [1, 1, 1], "timestamp": stamps, "query": ["a", "c", "b"]}).to_parquet(
+        tmp_path / "q.parquet"
+    )
     (tmp_path / "t.toml").write_text(T1_ONLY)
-    prepare_files(tmp_path / "d", queries=tmp_path / "q.parquet", tasks=tmp_path / "t.toml", opts=BuildOptions(seq_len=5))
+    prepare_files(
+        tmp_path / "d",
+        queries=tmp_path / "q.parquet",
+        tasks=tmp_path / "t.toml",
+        opts=BuildOptions(seq_len=5),
+    )
     assert _seqs(tmp_path / "d") == {"1": ["a", "b", "c"]}
 
 
 def test_interaction_timestamps_iso_and_fractions(tmp_path):
     f = _files(tmp_path, "user_id,timestamp,query\n1,100,a\n1,200,b\n")
-    (tmp_path / "i.csv").write_text("user_id,item_id,timestamp\n1,X,2024-05-01T12:10:00\n1,Y,2024-05-01T12:00:00\n"
-                                    "1,Z,1714565100\n1,W,1714565100.5\n1,V,1714565100.25\n")
+    (tmp_path / "i.csv").write_text(
+        "user_id,item_id,timestamp\n1,X,2024-05-01T12:10:00\n1,Y,2024-05-01T12:00:00\n"
+        "1,Z,1714565100\n1,W,1714565100.5\n1,V,1714565100.25\n"
+    )
     prepare_files(tmp_path / "d", **f, interactions=tmp_path / "i.csv", opts=BuildOptions(seq_len=5))
     ds = load_dataset(tmp_path / "d")
     inter = ds.interactions
@@ -126,8 +180,12 @@ def test_files_exclude_last_interaction(tmp_path):
     (tmp_path / "i.csv").write_text(INTER3)
     (tmp_path / "wish.csv").write_text("user_id,label\n1,X\n1,P\n2,Y\n2,P\n10,P\n10,Z\n")
     plain = prepare_files(tmp_path / "d0", **f, interactions=tmp_path / "i.csv", opts=BuildOptions(seq_len=5))
-    m = prepare_files(tmp_path / "d1", **f, interactions=tmp_path / "i.csv",
-                      opts=BuildOptions(seq_len=5, exclude_last_interaction=True))
+    m = prepare_files(
+        tmp_path / "d1",
+        **f,
+        interactions=tmp_path / "i.csv",
+        opts=BuildOptions(seq_len=5, exclude_last_interaction=True),
+    )
     assert _seqs(tmp_path / "d0")["1"] == ["a", "b", "x", "after"]
     # user 10's held-out interaction (t=1) precedes all its queries: its whole history goes
     assert _seqs(tmp_path / "d1") == {"1": ["a", "b"], "2": ["a", "c"]}
@@ -135,7 +193,9 @@ def test_files_exclude_last_interaction(tmp_path):
     assert m["summary"]["log_rows"] == plain["summary"]["log_rows"] == 9
     ds = load_dataset(tmp_path / "d1")
     t2 = ds.task("T2")
-    names = [ds.user_ids[u] + ":" + t2.label_names[lab] for u, lab in zip(t2.user_index, t2.label, strict=True)]
+    names = [
+        ds.user_ids[u] + ":" + t2.label_names[lab] for u, lab in zip(t2.user_index, t2.label, strict=True)
+    ]
     assert sorted(names) == ["1:P", "2:P"]
     # the interactions keep the held-out items X and Y; user 10 has no query left, so no row at all
     assert ds.interactions.item_ids == ["P", "Q", "X", "Y"] and ds.user_ids == ["1", "2"]
@@ -156,8 +216,18 @@ def test_files_users_keeps_first_n_in_natural_order(tmp_path):
 def test_cli_files_flags_are_not_ignored(tmp_path, capsys):
     f = _files(tmp_path, LOG3)
     (tmp_path / "i.csv").write_text(INTER3)
-    base = ["prepare", "files", "--queries", str(f["queries"]), "--tasks", str(f["tasks"]),
-            "--interactions", str(tmp_path / "i.csv"), "--seq-len", "5"]
+    base = [
+        "prepare",
+        "files",
+        "--queries",
+        str(f["queries"]),
+        "--tasks",
+        str(f["tasks"]),
+        "--interactions",
+        str(tmp_path / "i.csv"),
+        "--seq-len",
+        "5",
+    ]
     for name, extra in (("a", []), ("b", ["--exclude-last-interaction"]), ("c", ["--users", "1"])):
         with pytest.raises(SystemExit) as exc:
             main([*base, "--out", str(tmp_path / name), *extra])
@@ -168,13 +238,20 @@ def test_cli_files_flags_are_not_ignored(tmp_path, capsys):
 
 # ---- tasks TOML -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("toml, words", [
-    ('[[task]]\nname = 7\nkind = "next_query"\n', r"name = 7 must be a quoted string"),
-    (T1_ONLY + '[[task]]\nname = "T2"\nkind = "classify"\nlabels = 5\n', r"labels = 5 must be a quoted string"),
-    ('[task]\nname = "T1"\nkind = "next_query"\n', r"\[task\] is a single table; write \[\[task\]\]"),
-    ('[[task]]\nname = "T1"\nkind = "nextquery"\n', r"kind 'nextquery' is not one of"),
-    ('task = 3\n', r"'task' must be a list of \[\[task\]\] tables"),
-])
+
+@pytest.mark.parametrize(
+    "toml, words",
+    [
+        ('[[task]]\nname = 7\nkind = "next_query"\n', r"name = 7 must be a quoted string"),
+        (
+            T1_ONLY + '[[task]]\nname = "T2"\nkind = "classify"\nlabels = 5\n',
+            r"labels = 5 must be a quoted string",
+        ),
+        ('[task]\nname = "T1"\nkind = "next_query"\n', r"\[task\] is a single table; write \[\[task\]\]"),
+        ('[[task]]\nname = "T1"\nkind = "nextquery"\n', r"kind 'nextquery' is not one of"),
+        ("task = 3\n", r"'task' must be a list of \[\[task\]\] tables"),
+    ],
+)
 def test_bad_tasks_toml_names_the_file(tmp_path, toml, words):
     (tmp_path / "t.toml").write_text(toml)
     with pytest.raises(ConfigError, match=rf"^{tmp_path / 't.toml'}: .*{words}"):
@@ -182,6 +259,7 @@ def test_bad_tasks_toml_names_the_file(tmp_path, toml, words):
 
 
 # ---- 4: checkpoints ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
@@ -235,9 +313,23 @@ def test_truncated_checkpoint_is_one_line(tiny_run, tmp_path, capsys, command):
     shutil.copytree(tiny_run, run)
     st = _ckpt(run).with_suffix(".safetensors")
     st.write_bytes(st.read_bytes()[:100])
-    argv = (["export-users", "--run", str(run), "--out", str(tmp_path / "u.parquet")] if command == "export-users"
-            else ["coldstart-eval", "--data", str(tiny_run.parent / "toy"), "--run", str(run), "--out",
-                  str(tmp_path / "cs"), "--epochs", "1", "--negatives", "5"])
+    argv = (
+        ["export-users", "--run", str(run), "--out", str(tmp_path / "u.parquet")]
+        if command == "export-users"
+        else [
+            "coldstart-eval",
+            "--data",
+            str(tiny_run.parent / "toy"),
+            "--run",
+            str(run),
+            "--out",
+            str(tmp_path / "cs"),
+            "--epochs",
+            "1",
+            "--negatives",
+            "5",
+        ]
+    )
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err
@@ -245,6 +337,7 @@ def test_truncated_checkpoint_is_one_line(tiny_run, tmp_path, capsys, command):
 
 
 # ---- dataset fingerprint on --resume ----------------------------------------------------------
+
 
 def test_resume_refuses_a_re_prepared_dataset(tmp_path):
     make_toy_dataset(tmp_path / "toy")
@@ -264,6 +357,7 @@ def test_resume_refuses_a_re_prepared_dataset(tmp_path):
 
 # ---- output paths, chunk size -----------------------------------------------------------------
 
+
 def test_out_paths_that_are_files(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     make_toy_dataset(tmp_path / "toy")
@@ -271,9 +365,14 @@ def test_out_paths_that_are_files(tmp_path, capsys):
         (["prepare", "synthetic", "--users", "100", "--out", str(tmp_path / "f")], "is a file, not a folder"),
         (["prepare", "synthetic", "--users", "100", "--out", str(tmp_path / "f" / "sub")], "which is a file"),
         (["train-sequence", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "f")], "is a file"),
-        (["train-sequence", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "f" / "s")], "which is a file"),
-        (["prepare", "synthetic", "--users", "100", "--out", str(tmp_path / "d"), "--chunk-rows", "0"],
-         "chunk_rows: must be at least 1, got 0"),  # config errors name the key (docs/config.md)
+        (
+            ["train-sequence", "--data", str(tmp_path / "toy"), "--out", str(tmp_path / "f" / "s")],
+            "which is a file",
+        ),
+        (
+            ["prepare", "synthetic", "--users", "100", "--out", str(tmp_path / "d"), "--chunk-rows", "0"],
+            "chunk_rows: must be at least 1, got 0",
+        ),  # config errors name the key (docs/config.md)
     ]
     for argv, words in cases:
         with pytest.raises(SystemExit) as exc:
@@ -283,6 +382,7 @@ def test_out_paths_that_are_files(tmp_path, capsys):
 
 
 # ---- embed-queries: a relative --model recorded at embed-init time ----------------------------
+
 
 def test_embed_queries_uses_the_recorded_model_folder(tmp_path, monkeypatch):
     from kobert_tiny import build_tiny_hf_bert
@@ -299,6 +399,7 @@ def test_embed_queries_uses_the_recorded_model_folder(tmp_path, monkeypatch):
 
 
 # ---- the guard ----------------------------------------------------------------------------------
+
 
 def test_unexpected_exception_is_one_line_with_a_crash_log(tmp_path, capsys, monkeypatch):
     def boom(*args, **kwargs):
@@ -335,8 +436,12 @@ def test_csv_line_endings(tmp_path):
     (tmp_path / "crlf.csv").write_bytes(b"user_id,timestamp,query\r\n1,2,b\r\n1,1,a\r\n")
     (tmp_path / "cr.csv").write_bytes(b"user_id,timestamp,query\n1,2,b\rx\n1,1,a\n")
     for name, want in (("crlf", ["a", "b"]), ("cr", ["a", "b x"])):
-        prepare_files(tmp_path / name, queries=tmp_path / f"{name}.csv", tasks=tmp_path / "t.toml",
-                      opts=BuildOptions(seq_len=3))
+        prepare_files(
+            tmp_path / name,
+            queries=tmp_path / f"{name}.csv",
+            tasks=tmp_path / "t.toml",
+            opts=BuildOptions(seq_len=3),
+        )
         assert _seqs(tmp_path / name) == {"1": want}
 
 

@@ -29,7 +29,14 @@ def test_normalize_cases(raw, expected):
 
 
 def test_normalize_is_idempotent_and_keeps_hangul():
-    samples = ["남친룩 추천", "꾸안꾸 코디", "ＡＢＣ 가방", "  이케아스투바벤치 ", "😀 이모지", "<b>SELECT * FROM t</b>"]
+    samples = [
+        "남친룩 추천",
+        "꾸안꾸 코디",
+        "ＡＢＣ 가방",
+        "  이케아스투바벤치 ",
+        "😀 이모지",
+        "<b>SELECT * FROM t</b>",
+    ]
     for s in samples:
         once = normalize_query(s)
         assert normalize_query(once) == once

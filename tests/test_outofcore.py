@@ -55,7 +55,8 @@ def _split_to_parquet_folder(csv: Path, folder: Path, parts: int) -> None:
     size = -(-len(rows) // parts)
     for k in range(parts):
         (folder / f"part={k:02d}").mkdir(parents=True)
-        rows.iloc[k * size : (k + 1) * size].to_parquet(folder / f"part={k:02d}" / "data.parquet", index=False)
+        part = folder / f"part={k:02d}" / "data.parquet"
+        rows.iloc[k * size : (k + 1) * size].to_parquet(part, index=False)
     (folder / "_SUCCESS").write_text("")
 
 
@@ -93,7 +94,8 @@ def test_duckdb_engine_matches_the_golden_files_case(tmp_path):
     (tmp_path / "log.csv").write_text(golden_cases.FILES_LOG, encoding="utf-8")
     (tmp_path / "tasks.toml").write_text(golden_cases.FILES_TASKS, encoding="utf-8")
     golden_cases._cli(["prepare", "files", "--queries", str(tmp_path / "log.csv"), "--tasks",
-                       str(tmp_path / "tasks.toml"), "--seq-len", "3", "--engine", "duckdb", "--out", str(tmp_path / "files")])
+                       str(tmp_path / "tasks.toml"), "--seq-len", "3", "--engine", "duckdb",
+                       "--out", str(tmp_path / "files")])
     want = json.loads(golden_cases.GOLDEN.read_text(encoding="utf-8"))["prepare"]["files"]
     got = golden_cases._dir_hashes(tmp_path / "files", tmp_path)
     assert {f: got.get(f) for f in want} == want  # every recorded file (newer ones, e.g. config.toml, aside)
@@ -108,8 +110,10 @@ def test_bad_row_in_a_later_part_names_that_file_and_row(tmp_path, engine):
     rows.loc[4, "timestamp"] = "yesterday"
     rows.to_parquet(bad, index=False)
     with pytest.raises(DataError) as e:
-        prepare_files(tmp_path / "ds", **{**f, "queries": tmp_path / "log"}, opts=BuildOptions(seq_len=6), engine=engine)
-    assert str(e.value).startswith(f"{bad}, row 5: timestamp 'yesterday' is neither a number nor an ISO-8601 date")
+        prepare_files(tmp_path / "ds", **{**f, "queries": tmp_path / "log"}, opts=BuildOptions(seq_len=6),
+                      engine=engine)
+    want = f"{bad}, row 5: timestamp 'yesterday' is neither a number nor an ISO-8601 date"
+    assert str(e.value).startswith(want)
 
 
 def test_expand_inputs_globs_and_errors(tmp_path):

@@ -42,9 +42,9 @@ def write_files(d: Path, n_users: int = 40) -> dict[str, Path]:
     wish = [(f"u{u}", f"cat{(u + k) % 4}") for u in range(n_users) for k in range(1 + u % 2)]
     wish.append(("stranger", "cat1"))  # unknown user: skipped and counted
     pd.DataFrame(wish, columns=["user_id", "label"]).to_csv(d / "wish.csv", index=False)
-    pd.DataFrame([(f"u{u}", "F" if u % 2 else "M") for u in range(n_users)], columns=["user_id", "label"]).to_csv(
-        d / "gender.csv", index=False
-    )
+    pd.DataFrame(
+        [(f"u{u}", "F" if u % 2 else "M") for u in range(n_users)], columns=["user_id", "label"]
+    ).to_csv(d / "gender.csv", index=False)
     pd.DataFrame(
         [(f"u{u}", f"item{(u + j) % 9}", 2000 + j) for u in range(n_users) for j in range(1 + u % 3)],
         columns=["user_id", "item_id", "timestamp"],
@@ -65,7 +65,13 @@ def test_files_source_builds_the_contract(tmp_path):
     u3 = ds.user_ids.index("u3")
     row = ds.sequences[u3]
     assert row[0] == 0  # left-padded
-    assert [ds.vocab.queries[i] for i in row[1:]] == ["검색어 3", "검색어 4", "검색어 5", "검색어 6", "검색어 0"]
+    assert [ds.vocab.queries[i] for i in row[1:]] == [
+        "검색어 3",
+        "검색어 4",
+        "검색어 5",
+        "검색어 6",
+        "검색어 0",
+    ]
     # u2 has 7 queries, only the last 6 are kept, most recent last
     u2 = ds.user_ids.index("u2")
     assert [ds.vocab.queries[i] for i in ds.sequences[u2]] == [f"검색어 {(2 + t) % 7}" for t in range(1, 7)]
@@ -97,8 +103,11 @@ def test_example_split_parity_mode(tmp_path):
 
 def _digest(d: Path) -> dict[str, str]:
     # config.toml records the options themselves (chunk_rows differs on purpose below)
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
-            if p.is_file() and p.name != "config.toml"}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != "config.toml"
+    }
 
 
 def test_same_input_same_bytes(tmp_path):
@@ -110,16 +119,21 @@ def test_same_input_same_bytes(tmp_path):
 
 def test_min_count_maps_rare_queries_to_unk(tmp_path):
     f = write_files(tmp_path)
-    pd.DataFrame([("u0", 1, "흔한"), ("u0", 2, "흔한"), ("u0", 3, "드문"), ("u1", 1, "흔한"), ("u1", 2, "흔한")],
-                 columns=["user_id", "timestamp", "query"]).to_csv(f["queries"], index=False)
+    pd.DataFrame(
+        [("u0", 1, "흔한"), ("u0", 2, "흔한"), ("u0", 3, "드문"), ("u1", 1, "흔한"), ("u1", 2, "흔한")],
+        columns=["user_id", "timestamp", "query"],
+    ).to_csv(f["queries"], index=False)
     (tmp_path / "tasks.toml").write_text('[[task]]\nname = "T1"\nkind = "next_query"\n')
-    m = prepare_files(tmp_path / "ds", queries=f["queries"], tasks=f["tasks"], opts=BuildOptions(seq_len=4, min_count=2))
+    m = prepare_files(
+        tmp_path / "ds", queries=f["queries"], tasks=f["tasks"], opts=BuildOptions(seq_len=4, min_count=2)
+    )
     ds = load_dataset(tmp_path / "ds")
     assert ds.vocab.queries == ["<pad>", "<unk>", "흔한"] and m["summary"]["rows_mapped_to_unk"] == 1
     assert list(ds.sequences[ds.user_ids.index("u0")]) == [0, 2, 2, 1]
 
 
 # ---- bad input: one line naming the file, the row and the fix ----
+
 
 def _expect(tmp_path, f, match, **kw):
     with pytest.raises(QuerylearnError, match=match) as exc:
@@ -198,14 +212,39 @@ def test_bad_tasks_toml(tmp_path):
 def test_cli_prepare_prints_summary_and_one_line_errors(tmp_path, capsys):
     f = write_files(tmp_path)
     with pytest.raises(SystemExit) as ok:
-        main(["prepare", "files", "--queries", str(f["queries"]), "--tasks", str(f["tasks"]),
-              "--interactions", str(f["interactions"]), "--out", str(tmp_path / "ds"), "--seq-len", "6"])
+        main(
+            [
+                "prepare",
+                "files",
+                "--queries",
+                str(f["queries"]),
+                "--tasks",
+                str(f["tasks"]),
+                "--interactions",
+                str(f["interactions"]),
+                "--out",
+                str(tmp_path / "ds"),
+                "--seq-len",
+                "6",
+            ]
+        )
     assert ok.value.code == 0
     out = capsys.readouterr().out
     assert "T2" in out and "multi_target" in out.replace("…", "") or "multi" in out
     f["queries"].write_bytes(b"")
     with pytest.raises(SystemExit) as bad:
-        main(["prepare", "files", "--queries", str(f["queries"]), "--tasks", str(f["tasks"]), "--out", str(tmp_path / "x")])
+        main(
+            [
+                "prepare",
+                "files",
+                "--queries",
+                str(f["queries"]),
+                "--tasks",
+                str(f["tasks"]),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     assert bad.value.code == 1
     err = capsys.readouterr().err
     assert "log.csv: the file is empty" in err and "Traceback" not in err

@@ -9,7 +9,11 @@ from querylearn.errors import QuerylearnError
 
 
 def _digest(d):
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_prepare_synthetic_twice_is_byte_identical(tmp_path, capsys):

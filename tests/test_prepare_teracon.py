@@ -31,8 +31,16 @@ def write(d: Path, files: dict[str, str]) -> Path:
 
 @pytest.fixture
 def tiny(tmp_path) -> Path:
-    folder = write(tmp_path / "in", {"t1_seq.csv": T1, "t2_items.csv": T2, "t3_gender.csv": T3, "t4_x.csv": T4,
-                                     "README.md": "not a task file\n"})
+    folder = write(
+        tmp_path / "in",
+        {
+            "t1_seq.csv": T1,
+            "t2_items.csv": T2,
+            "t3_gender.csv": T3,
+            "t4_x.csv": T4,
+            "README.md": "not a task file\n",
+        },
+    )
     prepare_teracon(tmp_path / "ds", path=folder, opts=BuildOptions())
     return tmp_path / "ds"
 
@@ -46,26 +54,43 @@ def test_vocabulary_sequences_and_users(tiny):
     # t1 users by line number, then the two T4 sequences found in no t1 line
     assert ds.user_ids == ["1", "2", "3", "4", "t4_x.csv:1", "t4_x.csv:3"]
     assert ds.sequences.tolist() == [
-        [0, 0, 3, 4, 5], [0, 0, 0, 0, 6], [2, 3, 3, 4, 7], [0, 0, 0, 5, 3],
-        [0, 0, 0, 3, 4], [0, 1, 1, 1, 1],  # item 4 is not in t1: <unk>
+        [0, 0, 3, 4, 5],
+        [0, 0, 0, 0, 6],
+        [2, 3, 3, 4, 7],
+        [0, 0, 0, 5, 3],
+        [0, 0, 0, 3, 4],
+        [0, 1, 1, 1, 1],  # item 4 is not in t1: <unk>
     ]
     s = ds.manifest["summary"]
     assert s["users_only_in_task_files"] == 2 and s["kept_positions_unk"] == 4
-    assert ds.manifest["inputs"]["files"] == {"T1": "t1_seq.csv", "T2": "t2_items.csv", "T3": "t3_gender.csv",
-                                              "T4": "t4_x.csv"}
+    assert ds.manifest["inputs"]["files"] == {
+        "T1": "t1_seq.csv",
+        "T2": "t2_items.csv",
+        "T3": "t3_gender.csv",
+        "T4": "t4_x.csv",
+    }
     assert ds.manifest["inputs"]["user_ids"] == "t1 line numbers"
 
 
 def test_tasks_kinds_and_labels(tiny):
     ds = load_dataset(tiny)
     assert [(t.name, t.kind, t.metric) for t in ds.tasks] == [
-        ("T1", "next_query", "mrr@5"), ("T2", "multi_target", "mrr@5"),
-        ("T3", "classify", "accuracy"), ("T4", "classify", "accuracy")]
+        ("T1", "next_query", "mrr@5"),
+        ("T2", "multi_target", "mrr@5"),
+        ("T3", "classify", "accuracy"),
+        ("T4", "classify", "accuracy"),
+    ]
     t1 = ds.task("T1")  # line 2 has one item: nothing to predict
     assert t1.user_index.tolist() == [0, 2, 3] and t1.label.tolist() == [5, 7, 3] and t1.n_labels == 8
     t2 = ds.task("T2")
     assert t2.label_names == ["10", "11", "12"] and t2.label_counts == [2, 2, 1]
-    assert list(zip(t2.user_index.tolist(), t2.label.tolist(), strict=True)) == [(0, 0), (0, 1), (2, 1), (3, 2), (3, 0)]
+    assert list(zip(t2.user_index.tolist(), t2.label.tolist(), strict=True)) == [
+        (0, 0),
+        (0, 1),
+        (2, 1),
+        (3, 2),
+        (3, 0),
+    ]
     t3 = ds.task("T3")
     assert t3.user_index.tolist() == [0, 1, 2, 3] and t3.label.tolist() == [0, 1, 1, 0]
     t4 = ds.task("T4")
@@ -73,8 +98,15 @@ def test_tasks_kinds_and_labels(tiny):
     assert t4.user_index.tolist() == [1, 2, 4, 5] and t4.label.tolist() == [1, 0, 1, 0]
     st = ds.manifest["summary"]["tasks"]
     assert st["T1"]["skipped_users_with_one_query"] == 1
-    assert st["T2"] == {"file": "t2_items.csv", "lines": 3, "targets": 6, "skipped_duplicate_rows": 1,
-                        "skipped_rare_label_rows": 0, "labels_seen_once": 1, "lines_not_in_t1": 0}
+    assert st["T2"] == {
+        "file": "t2_items.csv",
+        "lines": 3,
+        "targets": 6,
+        "skipped_duplicate_rows": 1,
+        "skipped_rare_label_rows": 0,
+        "labels_seen_once": 1,
+        "lines_not_in_t1": 0,
+    }
     assert st["T4"]["lines_not_in_t1"] == 2
     # --split user (default): every task inherits its users' split
     for t in ds.tasks:
@@ -86,14 +118,19 @@ def test_single_target_item_task_with_many_targets_is_ranked(tmp_path):
     t1 = "".join(f"0,{u + 1},{u + 2}\n" for u in range(22))
     t2 = "".join(f"0,{u + 1},{u + 2},,{100 + u}\n" for u in range(22))
     t3 = "".join(f"0,{u + 1},{u + 2},,{u % 3}\n" for u in range(22))
-    prepare_teracon(tmp_path / "ds", path=write(tmp_path / "in", {"t1": t1, "t2": t2, "t3": t3}), opts=BuildOptions())
+    prepare_teracon(
+        tmp_path / "ds", path=write(tmp_path / "in", {"t1": t1, "t2": t2, "t3": t3}), opts=BuildOptions()
+    )
     ds = load_dataset(tmp_path / "ds")
     assert ds.task("T2").kind == "multi_target" and ds.task("T2").n_labels == 22
     assert ds.task("T3").kind == "classify" and ds.task("T3").label_counts == [8, 7, 7]
     # classes below --min-label-count are dropped and counted
     t3 = "".join(f"0,{u + 1},{u + 2},,{u % 3 if u < 20 else 100 + u}\n" for u in range(22))
-    prepare_teracon(tmp_path / "d2", path=write(tmp_path / "in2", {"t1": t1, "t2": t3}),
-                    opts=BuildOptions(min_label_count=2))
+    prepare_teracon(
+        tmp_path / "d2",
+        path=write(tmp_path / "in2", {"t1": t1, "t2": t3}),
+        opts=BuildOptions(min_label_count=2),
+    )
     d2 = load_dataset(tmp_path / "d2")
     assert d2.task("T2").kind == "classify" and d2.task("T2").label_names == ["0", "1", "2"]
     assert d2.manifest["summary"]["tasks"]["T2"]["skipped_rare_label_rows"] == 2
@@ -102,7 +139,9 @@ def test_single_target_item_task_with_many_targets_is_ranked(tmp_path):
 def test_identical_histories_are_matched_in_line_order(tmp_path):
     t1 = "3,5\n3,5\n7,9\n5,7\n"
     t2 = "3,5,,0\n3,5,,1\n7,9,,0\n5,7,,1\n"
-    prepare_teracon(tmp_path / "ds", path=write(tmp_path / "in", {"t1.csv": t1, "t2.csv": t2}), opts=BuildOptions())
+    prepare_teracon(
+        tmp_path / "ds", path=write(tmp_path / "in", {"t1.csv": t1, "t2.csv": t2}), opts=BuildOptions()
+    )
     t2k = load_dataset(tmp_path / "ds").task("T2")
     assert t2k.kind == "classify"
     assert t2k.user_index.tolist() == [0, 1, 2, 3] and t2k.label.tolist() == [0, 1, 0, 1]
@@ -131,10 +170,18 @@ def test_example_split_is_the_official_one(tmp_path):
         items = rng.integers(1, 30, size=int(rng.integers(2, 8)))
         seq = ",".join(["0"] * (8 - len(items)) + [str(i) for i in items])
         lines1.append(seq)
-        lines2.append(seq + ",," + ",".join(str(t) for t in rng.choice(40, size=int(rng.integers(1, 5)), replace=False)))
+        lines2.append(
+            seq + ",," + ",".join(str(t) for t in rng.choice(40, size=int(rng.integers(1, 5)), replace=False))
+        )
         lines3.append(seq + ",," + str(u % 3))
-    folder = write(tmp_path / "in", {"t1_seq.csv": "\n".join(lines1) + "\n", "t2_items.csv": "\n".join(lines2) + "\n",
-                                     "t3_class.csv": "\n".join(lines3) + "\n"})
+    folder = write(
+        tmp_path / "in",
+        {
+            "t1_seq.csv": "\n".join(lines1) + "\n",
+            "t2_items.csv": "\n".join(lines2) + "\n",
+            "t3_class.csv": "\n".join(lines3) + "\n",
+        },
+    )
     prepare_teracon(tmp_path / "ds", path=folder, opts=BuildOptions(split="example", seed=3))
     ds = load_dataset(tmp_path / "ds")
     assert ds.n_users == 60 and ds.manifest["split"]["mode"] == "example"
@@ -143,14 +190,18 @@ def test_example_split_is_the_official_one(tmp_path):
     assert len(ds.task("T2").split) == n_targets
     assert ds.task("T2").split.tolist() == official_codes(n_targets, 3).tolist()
     assert ds.task("T3").split.tolist() == official_codes(60, 3).tolist()
-    assert ds.task("T2").split_counts() == {"train": n_targets - int(0.2 * n_targets),
-                                            "valid": int(0.2 * n_targets) - int(int(0.2 * n_targets) * 0.75),
-                                            "test": int(int(0.2 * n_targets) * 0.75)}
+    assert ds.task("T2").split_counts() == {
+        "train": n_targets - int(0.2 * n_targets),
+        "valid": int(0.2 * n_targets) - int(int(0.2 * n_targets) * 0.75),
+        "test": int(int(0.2 * n_targets) * 0.75),
+    }
 
 
 def test_seq_len_option_users_file_bom_and_crlf(tmp_path):
-    folder = write(tmp_path / "in", {"t1_seq.csv": "\ufeff" + T1.replace("\n", "\r\n"), "t2_g.csv": T3,
-                                     "users.csv": "u7\nu8\nu9\nu10\n"})  # a BOM and CRLF line ends are read
+    folder = write(
+        tmp_path / "in",
+        {"t1_seq.csv": "\ufeff" + T1.replace("\n", "\r\n"), "t2_g.csv": T3, "users.csv": "u7\nu8\nu9\nu10\n"},
+    )  # a BOM and CRLF line ends are read
     prepare_teracon(tmp_path / "ds", path=folder, opts=BuildOptions(seq_len=3), seq_len_from_files=False)
     ds = load_dataset(tmp_path / "ds")
     assert ds.user_ids == ["u7", "u8", "u9", "u10"] and ds.manifest["inputs"]["user_ids"] == "users.csv"
@@ -168,12 +219,20 @@ def test_seq_len_option_users_file_bom_and_crlf(tmp_path):
         ({"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1\n0,3,5\n"}, r"t2.csv, row 2: no ',,' between"),
         ({"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1,,2\n"}, r"t2.csv, row 1: more than one ',,'"),
         ({"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,\n"}, r"t2.csv, row 1: no target after ',,'"),
-        ({"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1\n0,3,5,,1,b\n"}, r"t2.csv, row 2: target 2 is 'b', not an integer"),
-        ({"t1.csv": "0,3,5\n0,5,3\n", "t2.csv": "0,3,5,,1\n0,5,3,,0\n"},
-         r"t2.csv, row 1: class '1' of task T2 occurs only once, .*--min-label-count 2"),
+        (
+            {"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1\n0,3,5,,1,b\n"},
+            r"t2.csv, row 2: target 2 is 'b', not an integer",
+        ),
+        (
+            {"t1.csv": "0,3,5\n0,5,3\n", "t2.csv": "0,3,5,,1\n0,5,3,,0\n"},
+            r"t2.csv, row 1: class '1' of task T2 occurs only once, .*--min-label-count 2",
+        ),
         ({"t2.csv": "0,3,5,,1\n"}, r"no t1 sequence file"),
         ({"t1.csv": "0,3,5\n", "t3.csv": "0,3,5,,1\n"}, r"no file for task t2"),
-        ({"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1\n", "t2_b.csv": "0,3,5,,1\n"}, r"a second file for task t2"),
+        (
+            {"t1.csv": "0,3,5\n", "t2.csv": "0,3,5,,1\n", "t2_b.csv": "0,3,5,,1\n"},
+            r"a second file for task t2",
+        ),
         ({"t1.csv": "0,3,5\n0,3,6\n", "users.csv": "a\n"}, r"users.csv: 1 lines but the t1 file has 2"),
         ({"t1.csv": "0,3,5\n0,3,6\n", "users.csv": "a\na\n"}, r"users.csv, row 2: user id 'a' appears twice"),
         ({"t1.csv": "0,0,5\n0,0,6\n"}, r"no line has 2 or more items"),
@@ -188,7 +247,9 @@ def test_malformed_input_is_one_clear_error(tmp_path, files, message):
 def test_cli_prepare_teracon(tmp_path, capsys):
     folder = write(tmp_path / "in", {"t1_seq.csv": T1, "t2_items.csv": T2, "t3_gender.csv": T3})
     with pytest.raises(SystemExit) as ok:
-        main(["prepare", "teracon", "--path", str(folder), "--out", str(tmp_path / "ds"), "--split", "example"])
+        main(
+            ["prepare", "teracon", "--path", str(folder), "--out", str(tmp_path / "ds"), "--split", "example"]
+        )
     assert ok.value.code == 0
     assert "teracon dataset" in capsys.readouterr().out
     ds = load_dataset(tmp_path / "ds")
@@ -222,7 +283,9 @@ def test_official_ml100k_files_match_their_stats(tmp_path, teracon_ml100k):
     ds = load_dataset(tmp_path / "ds")
     assert ds.n_users == stats["users_kept"] == 907 and ds.seq_len == stats["protocol"]["seq_len"] == 30
     # the official index counts padding; querylearn adds <unk>
-    assert len(ds.vocab) == stats["t1_index_size_incl_pad"] + 1 and len(ds.vocab) - 2 == stats["t1_unique_items"]
+    assert (
+        len(ds.vocab) == stats["t1_index_size_incl_pad"] + 1 and len(ds.vocab) - 2 == stats["t1_unique_items"]
+    )
     assert ds.manifest["summary"]["users_only_in_task_files"] == 0
     kinds = ["next_query", "multi_target", "multi_target", "classify", "classify"]
     for task, kind, (fname, st) in zip(ds.tasks, kinds, stats["tasks"].items(), strict=True):
@@ -232,8 +295,14 @@ def test_official_ml100k_files_match_their_stats(tmp_path, teracon_ml100k):
         assert task.split_counts() == {k: st[k] for k in ("train", "valid", "test")}
         if kind != "next_query":
             assert task.n_labels == st["n_classes_or_targets"]
-    assert dict(zip(ds.task("T4").label_names, ds.task("T4").label_counts, strict=True)) == stats["t4_class_counts"]
-    assert dict(zip(ds.task("T5").label_names, ds.task("T5").label_counts, strict=True)) == stats["t5_class_counts"]
+    assert (
+        dict(zip(ds.task("T4").label_names, ds.task("T4").label_counts, strict=True))
+        == stats["t4_class_counts"]
+    )
+    assert (
+        dict(zip(ds.task("T5").label_names, ds.task("T5").label_counts, strict=True))
+        == stats["t5_class_counts"]
+    )
     # user 1's sequence is the first t1 line, item for item
     first = (teracon_ml100k / "t1_seq.csv").read_text().splitlines()[0].split(",")
     assert [ds.vocab.queries[i] for i in ds.sequences[0] if i] == [x for x in first if x != "0"]

@@ -106,7 +106,9 @@ def reference_sequences(rows, seq_len: int) -> dict[str, list[str]]:
 
 def dataset_sequences(out: Path) -> dict[str, list[str]]:
     ds = load_dataset(out)
-    return {u: [ds.vocab.queries[i] for i in row if i] for u, row in zip(ds.user_ids, ds.sequences, strict=True)}
+    return {
+        u: [ds.vocab.queries[i] for i in row if i] for u, row in zip(ds.user_ids, ds.sequences, strict=True)
+    }
 
 
 def one_line(exc: Exception) -> bool:
@@ -114,8 +116,7 @@ def one_line(exc: Exception) -> bool:
 
 
 @settings(SETTINGS, max_examples=60 * SCALE)
-@given(rows=query_logs(), seq_len=st.integers(2, 6), chunk_rows=st.integers(4, 30),
-       parquet=st.booleans())
+@given(rows=query_logs(), seq_len=st.integers(2, 6), chunk_rows=st.integers(4, 30), parquet=st.booleans())
 def test_generated_query_logs_match_the_reference(rows, seq_len, chunk_rows, parquet):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -128,8 +129,12 @@ def test_generated_query_logs_match_the_reference(rows, seq_len, chunk_rows, par
         (d / "t.toml").write_text(T1_ONLY, encoding="utf-8")
         expected = reference_sequences(rows, seq_len)
         try:
-            prepare_files(d / "out", queries=log, tasks=d / "t.toml",
-                          opts=BuildOptions(seq_len=seq_len, chunk_rows=chunk_rows))
+            prepare_files(
+                d / "out",
+                queries=log,
+                tasks=d / "t.toml",
+                opts=BuildOptions(seq_len=seq_len, chunk_rows=chunk_rows),
+            )
         except QuerylearnError as exc:
             assert one_line(exc), str(exc)
             text = str(exc)
@@ -154,7 +159,8 @@ def test_generated_logs_through_the_cli_never_print_a_traceback(rows):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         pd.DataFrame([(u, t, q) for u, t, _, q in rows], columns=["user_id", "timestamp", "query"]).to_csv(
-            d / "q.csv", index=False)
+            d / "q.csv", index=False
+        )
         (d / "t.toml").write_text(T1_ONLY, encoding="utf-8")
         import contextlib
         import io
@@ -162,8 +168,20 @@ def test_generated_logs_through_the_cli_never_print_a_traceback(rows):
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             try:
-                main(["prepare", "files", "--queries", str(d / "q.csv"), "--tasks", str(d / "t.toml"),
-                      "--out", str(d / "out"), "--seq-len", "3"])
+                main(
+                    [
+                        "prepare",
+                        "files",
+                        "--queries",
+                        str(d / "q.csv"),
+                        "--tasks",
+                        str(d / "t.toml"),
+                        "--out",
+                        str(d / "out"),
+                        "--seq-len",
+                        "3",
+                    ]
+                )
                 code = 0
             except SystemExit as exc:
                 code = exc.code
@@ -175,7 +193,9 @@ def test_generated_logs_through_the_cli_never_print_a_traceback(rows):
 
 TOML_SCALARS = st.one_of(
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0xD7A3, blacklist_characters='"\\'), max_size=8),
-    st.integers(-5, 5), st.booleans(), st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
     st.sampled_from(list(KINDS) + ["T1", "T2", "labels.csv", "mrr@5", "accuracy", "hr@5"]),
 )
 KEYS = st.sampled_from(["name", "kind", "metric", "labels", "nmae", "weight"])
@@ -204,8 +224,9 @@ def tasks_tomls(draw) -> str:
             if not draw(st.integers(0, 3)):
                 entry[draw(KEYS)] = draw(TOML_SCALARS)
         else:
-            entry = draw(st.dictionaries(KEYS, st.one_of(TOML_SCALARS, st.lists(TOML_SCALARS, max_size=2)),
-                                         max_size=5))
+            entry = draw(
+                st.dictionaries(KEYS, st.one_of(TOML_SCALARS, st.lists(TOML_SCALARS, max_size=2)), max_size=5)
+            )
         parts.append(header + "\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in entry.items()))
     if not draw(st.integers(0, 3)):
         parts.append(draw(st.text(max_size=20)))
@@ -231,15 +252,20 @@ def test_generated_tasks_toml_parse_or_fail_in_one_line(text):
 
 # ---- label tables -------------------------------------------------------------------------------
 
-LABELS = st.one_of(st.sampled_from(["a", "b", "c", " a", "가", "😀", "x,y", '"q"']),
-                   st.text(QUERY_CHARS, min_size=1, max_size=4))
+LABELS = st.one_of(
+    st.sampled_from(["a", "b", "c", " a", "가", "😀", "x,y", '"q"']),
+    st.text(QUERY_CHARS, min_size=1, max_size=4),
+)
 
 
 @settings(SETTINGS, max_examples=80 * SCALE)
-@given(kind=st.sampled_from(["multi_target", "classify"]),
-       rows=st.lists(st.tuples(st.sampled_from(["1", "2", "3", "4", "stranger", " 2 "]), LABELS), min_size=1,
-                     max_size=20),
-       min_label_count=st.integers(1, 2))
+@given(
+    kind=st.sampled_from(["multi_target", "classify"]),
+    rows=st.lists(
+        st.tuples(st.sampled_from(["1", "2", "3", "4", "stranger", " 2 "]), LABELS), min_size=1, max_size=20
+    ),
+    min_label_count=st.integers(1, 2),
+)
 def test_generated_label_tables_match_the_reference(kind, rows, min_label_count):
     log = "".join(f"{u},{t},q{(u * t) % 4}\n" for u in range(1, 5) for t in range(1, 4))
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,13 +275,18 @@ def test_generated_label_tables_match_the_reference(kind, rows, min_label_count)
         (d / "t.toml").write_text(T1_ONLY + f'[[task]]\nname = "T2"\nkind = "{kind}"\nlabels = "lab.csv"\n')
         # reference: strip, keep users of the log, drop duplicates, drop labels below min_label_count
         f = pd.DataFrame(rows, columns=["user", "label"]).assign(
-            user=lambda x: x["user"].str.strip(), label=lambda x: x["label"].str.strip())
+            user=lambda x: x["user"].str.strip(), label=lambda x: x["label"].str.strip()
+        )
         f = f[(f["label"] != "") & f["user"].isin(["1", "2", "3", "4"])].drop_duplicates()
         counts = f["label"].value_counts()
         f = f[f["label"].map(counts) >= min_label_count]
         try:
-            prepare_files(d / "out", queries=d / "q.csv", tasks=d / "t.toml",
-                          opts=BuildOptions(seq_len=3, min_label_count=min_label_count))
+            prepare_files(
+                d / "out",
+                queries=d / "q.csv",
+                tasks=d / "t.toml",
+                opts=BuildOptions(seq_len=3, min_label_count=min_label_count),
+            )
         except QuerylearnError as exc:
             assert one_line(exc), str(exc)
             event("one-line error")
@@ -263,7 +294,9 @@ def test_generated_label_tables_match_the_reference(kind, rows, min_label_count)
         event("dataset built, labels equal the reference")
         ds = load_dataset(d / "out")
         t2 = ds.task("T2")
-        got = sorted((ds.user_ids[u], t2.label_names[lab]) for u, lab in zip(t2.user_index, t2.label, strict=True))
+        got = sorted(
+            (ds.user_ids[u], t2.label_names[lab]) for u, lab in zip(t2.user_index, t2.label, strict=True)
+        )
         assert got == sorted(zip(f["user"], f["label"], strict=True))
         if kind == "classify":
             assert f["user"].is_unique and (f["label"].value_counts() >= 2).all()

@@ -52,14 +52,29 @@ class NextQueryConfig:
 
 @dataclass
 class TeraconConfig:
-    """Knowledge retention and sampling (sections 4.9-4.11, 10.4).
+    """Knowledge retention and sampling (sections 4.9-4.11, 10.4), and the options that make the
+    task masks channel-specific (docs/algorithms.md, TERACON "Mechanism options"; defaults chosen
+    from the measurements in docs/benchmarks-train.md, "TERACON mechanism").
 
     alpha: retention weight (0 = the no-retention ablation). rho_mode: "relation" (Eq. 14-15) or
     "all" (rho = 1, retention on every user of the batch). min_kr_samples: floor of the retained
-    subset (fixes B5). teacher_s: "annealed" (parity, B8) or "smax". masks: "relation" or "plain"
-    (ablation). kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE
-    over ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more
-    classes; bounds the memory of retention on a large next_query vocabulary).
+    subset per past task and batch (official: 1, fixes B5; default 16). min_rho: floor of rho (0 =
+    parity).
+    teacher_s: "annealed" (parity, B8: teacher, student past-task passes and rho at the annealed
+    s_b) or "smax" (all three at smax, the scale the past tasks are evaluated at). masks:
+    "relation" or "plain" (ablation). mask_reg: weight c of the HAT-style mask-sparsity term
+    c · mean(m^t) on the learning task's masks at s_b (default 0 as the revised code; the original
+    code used 0.75 at T1); mask_reg_tasks: "first" (T1 only, as the original code) or
+    "all" (every task). emb_init: "uniform" (parity: U(model.task_emb_low, model.task_emb_high))
+    or "symmetric" (U(-a, a), a = (high - low) / 2, so tanh(s e) has both signs across channels).
+    relation_init: "official" (default, parity: relation weights N(0, 0.01²), bias 0.1, so every
+    relation-aware mask restarts at σ(0.1 s) on every channel) or "identity" (own-task weight 1, bias
+    0: a task's relation-aware mask starts as σ(s tanh(s e^t)), keeping the channels its plain mask
+    switched off; a new task's mask is then exactly 1 at smax). The only default that differs from
+    the official revised code is min_kr_samples (16; official 1).
+    kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE over
+    ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more classes;
+    bounds the memory of retention on a large next_query vocabulary).
     checkpoint_students: recompute each past task's student pass in backward instead of keeping
     its activations (same gradients; the first batch of a task, where rho = 0.9 for every past
     task, otherwise holds one full forward per past task).
@@ -69,9 +84,14 @@ class TeraconConfig:
     rho_init: float = 0.9
     rho_sharpness: float = 6.0
     rho_mode: Literal["relation", "all"] = "relation"
-    min_kr_samples: int = 1
+    min_kr_samples: int = 16
+    min_rho: float = 0.0
     teacher_s: Literal["annealed", "smax"] = "annealed"
     masks: Literal["relation", "plain"] = "relation"
+    mask_reg: float = 0.0
+    mask_reg_tasks: Literal["first", "all"] = "first"
+    emb_init: Literal["uniform", "symmetric"] = "uniform"
+    relation_init: Literal["official", "identity"] = "official"
     kr_logits: Literal["full", "sampled"] = "full"
     kr_classes: int = 1024
     cos_eps: float = 1e-6
@@ -82,6 +102,8 @@ class TeraconConfig:
                 "must be >= 1 (0 gives empty retention batches, bug B5)", self.min_kr_samples)
         require(self.alpha >= 0, "alpha", "must be >= 0", self.alpha)
         require(self.kr_classes >= 1, "kr_classes", "must be >= 1", self.kr_classes)
+        require(0.0 <= self.min_rho <= 1.0, "min_rho", "must lie in [0, 1]", self.min_rho)
+        require(self.mask_reg >= 0, "mask_reg", "must be >= 0", self.mask_reg)
 
 
 @dataclass

@@ -98,7 +98,8 @@ def shard(rows: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def shard_slice(n: int) -> slice:
-    """This rank's contiguous share of ``range(n)`` for evaluation (may be empty); all of it in one process."""
+    """This rank's contiguous share of ``range(n)`` for evaluation (may be empty); all of it in one
+    process."""
     w = world()
     if not w.active:
         return slice(0, n)

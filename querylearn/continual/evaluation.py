@@ -52,13 +52,15 @@ def evaluate(
         if task.kind == "next_query":
             x = x[:, :-1]
         hidden = model.encode(x, masks, task=task.name)[torch.as_tensor(inv, device=device)]  # [B, C]
-        excluded = (PAD_ID,) if task.kind == "next_query" and config.next_query.exclude_padding_from_ranking else ()
+        exclude_pad = task.kind == "next_query" and config.next_query.exclude_padding_from_ranking
+        excluded = (PAD_ID,) if exclude_pad else ()
         ranks.append(target_ranks(  # scored in chunks of classes: bounded memory for 10^6 queries
             hidden, lambda h, c: model.heads(h, task.name, c), model.heads.n_classes(task.name), y,
             excluded=excluded, chunk=class_chunk,
         ).cpu())
     model.train(was_training)
-    rank_arr = distributed.gather_ranks(torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)).numpy()
+    local = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)
+    rank_arr = distributed.gather_ranks(local).numpy()
     metrics: dict[str, float | int | None] = {
         k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
     }

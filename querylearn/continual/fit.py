@@ -184,7 +184,7 @@ def _train_epoch(
     n_steps = skipped = 0
     for t, b, idx in schedule:
         ctx.s = anneal_s(b, t.n("train") / batch_size[t.name], model.smax)
-        local, share = distributed.shard(idx)  # this rank's share of the global batch (all of it in one process)
+        local, share = distributed.shard(idx)  # this rank's share of the batch (all of it in one process)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             batch, loss, out = _batch_loss(model, t, local, sequences, ctx)
             extras = strategy.extra_losses(ctx, batch, out)

@@ -1,4 +1,4 @@
-"""Task losses of train-sequence (ALGORITHMS.md 3.4-3.5).
+"""Task losses of train-sequence (docs/algorithms.md#task-losses).
 
 - next_query: input x[:, :L-1], targets x[:, 1:], softmax CE over every position (padding targets
   kept unless ``next_query.ignore_padding``; optional sampled softmax over the batch's targets plus
@@ -26,7 +26,9 @@ def next_query_loss(
     config: TrainConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, EncoderOutput]:
-    """Autoregressive CE over all positions (3.4). ids [B, L] -> (loss, output with logits [B, L-1, S]).
+    """Autoregressive CE over all positions (#task-losses).
+
+    ids [B, L] -> (loss, output with logits [B, L-1, S]).
 
     Sampled softmax (``next_query.sampled_softmax = K``): the candidates are the batch's distinct
     targets plus K uniform negatives (one shared set per batch); with uniform negatives the usual
@@ -51,7 +53,7 @@ def next_query_loss(
 
 
 def label_loss(model: UserEncoder, batch: Batch, s: float) -> tuple[torch.Tensor, EncoderOutput]:
-    """Softmax CE on the last position (3.5); each distinct sequence is encoded once."""
+    """Softmax CE on the last position (#task-losses); each distinct sequence is encoded once."""
     out = model(batch.ids, batch.task, s=s)  # logits [U, C]
     logits = out.logits[batch.inverse]  # [B, C]
     return F.cross_entropy(logits, batch.labels), out

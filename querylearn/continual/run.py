@@ -39,6 +39,7 @@ from querylearn.continual.strategies import build_strategy
 from querylearn.data.dataset import Dataset, check_dataset_fingerprint, dataset_fingerprint, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
 from querylearn.models.user_encoder import UserEncoder
+from querylearn.runinfo import read_run_paths, stored_path
 
 RUN_KIND = "train-run"
 RUN_SCHEMA_VERSION = 1
@@ -68,7 +69,8 @@ class _Run:
         self.order = order
         self.vectors = vectors
         self.progress = progress
-        self.device = distributed.local_device(resolve_device(config.device))  # cuda:LOCAL_RANK under torchrun
+        # cuda:LOCAL_RANK under torchrun
+        self.device = distributed.local_device(resolve_device(config.device))
         self.sequences = torch.as_tensor(
             np.asarray(ds.sequences, dtype=np.int64), device=self.device
         )  # [n_users, L]
@@ -268,12 +270,13 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
-def _stored_run(run_dir: Path) -> tuple[TrainConfig, str, str | None]:
+def _stored_run(run_dir: Path) -> tuple[TrainConfig, Path, Path | None]:
     """(config, data path, embeddings path) of an existing run (for --resume)."""
     run_meta = read_json(run_dir / "run.json")
     if run_meta.get("kind") != RUN_KIND:
         raise ArtifactError(f"{run_dir}/run.json: expected kind '{RUN_KIND}', found {run_meta.get('kind')!r}")
-    return load_config(TrainConfig, run_dir / "config.toml"), run_meta["data"], run_meta.get("embeddings")
+    paths = read_run_paths(run_dir)  # relative to the run directory (older runs: absolute)
+    return load_config(TrainConfig, run_dir / "config.toml"), paths.data, paths.embeddings
 
 
 def _write_run_files(
@@ -289,8 +292,8 @@ def _write_run_files(
             "kind": RUN_KIND,
             "schema_version": RUN_SCHEMA_VERSION,
             "querylearn_version": __version__,
-            "data": str(Path(data).resolve()),
-            "embeddings": None if embeddings is None else str(Path(embeddings).resolve()),
+            "data": stored_path(data, run_dir),  # relative: the run can move with its data
+            "embeddings": None if embeddings is None else stored_path(embeddings, run_dir),
             "strategy": config.strategy,
             "tasks": order,
             "data_fingerprint": dataset_fingerprint(data, order),

@@ -13,7 +13,8 @@ Layout of a dataset directory::
     tasks/NAME.npz    user_index int64 [n], label int64 [n], split int8 [n]: one row per example
                       (multi-target users have several rows). For next_query, label = the user's
                       last query id (the evaluation target; training uses the shifted sequence).
-    tasks/NAME.labels.json   {"labels": [...raw label strings in id order], "counts": [...]} (not for next_query)
+    tasks/NAME.labels.json   {"labels": [...raw label strings in id order], "counts": [...]}
+                      (not for next_query)
     interactions.npz  user_index, item_index, timestamp (int64), chronological per user (optional)
     items.json        {"item_ids": [...], "texts": [...]}: item id order of interactions (optional)
 """
@@ -152,7 +153,9 @@ def write_dataset(
             split=t.split.astype(np.int8),
         )
         if t.kind != "next_query":
-            write_json(out / "tasks" / f"{t.name}.labels.json", {"labels": t.label_names, "counts": t.label_counts})
+            write_json(
+                out / "tasks" / f"{t.name}.labels.json", {"labels": t.label_names, "counts": t.label_counts}
+            )
         task_entries.append(
             {
                 "name": t.name,
@@ -253,7 +256,9 @@ def load_dataset(path: str | Path, *, mmap: bool = False) -> Dataset:
             item_texts=list(items["texts"]),
         )
     if sequences.shape[0] != len(user_ids):
-        raise ArtifactError(f"{path}/sequences.npy: {sequences.shape[0]} rows but {len(user_ids)} users in users.json")
+        raise ArtifactError(
+            f"{path}/sequences.npy: {sequences.shape[0]} rows but {len(user_ids)} users in users.json"
+        )
     return Dataset(path, manifest, vocab, user_ids, sequences, user_split, tasks, interactions)
 
 

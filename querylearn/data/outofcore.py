@@ -62,7 +62,8 @@ def expand_inputs(spec: str | Path) -> list[Path]:
     if _GLOB_CHARS & set(text):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not files:
-            raise DataError(text, "no file matches the pattern", fix="check the pattern (quote it in the shell)")
+            raise DataError(text, "no file matches the pattern",
+                            fix="check the pattern (quote it in the shell)")
         return files
     return [path]  # the reader reports the missing file
 
@@ -176,7 +177,8 @@ class DuckLogAccumulator:
             f"""
             SELECT u.u AS u, k.col AS col, coalesce(v.qid, 1) AS qid
             FROM (SELECT user_id, query,
-                         {int(seq_len)} - row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, ord DESC) AS col
+                         {int(seq_len)} - row_number()
+                             OVER (PARTITION BY user_id ORDER BY ts DESC, ord DESC) AS col
                   FROM log QUALIFY col >= 0) AS k
             JOIN _users AS u USING (user_id) LEFT JOIN _vocab AS v USING (query)
             """

@@ -50,7 +50,11 @@ def iter_table(
     if not path.is_file():
         raise DataError(path, "file not found", fix="check the path")
     if path.stat().st_size == 0:
-        raise DataError(path, "the file is empty", fix=f"write a header row with columns {', '.join(required)} and data rows")
+        raise DataError(
+            path,
+            "the file is empty",
+            fix=f"write a header row with columns {', '.join(required)} and data rows",
+        )
     if _is_parquet(path):
         yield from _iter_parquet(path, required, chunk_rows, allow_empty)
         return
@@ -68,7 +72,9 @@ def _check_columns(path: Path, columns: list[str], required: tuple[str, ...]) ->
         )
 
 
-def _check_values(path: Path, chunk: pd.DataFrame, required: tuple[str, ...], allow_empty: tuple[str, ...]) -> None:
+def _check_values(
+    path: Path, chunk: pd.DataFrame, required: tuple[str, ...], allow_empty: tuple[str, ...]
+) -> None:
     for col in required:
         if col in allow_empty:
             chunk[col] = chunk[col].fillna("")
@@ -77,7 +83,9 @@ def _check_values(path: Path, chunk: pd.DataFrame, required: tuple[str, ...], al
         bad = values.isna() | (values.str.strip() == "")
         if bad.any():
             row = int(chunk.loc[bad.idxmax(), "_row"])
-            raise DataError(path, f"empty value in column '{col}'", row=row, fix="fill it in or delete the row")
+            raise DataError(
+                path, f"empty value in column '{col}'", row=row, fix="fill it in or delete the row"
+            )
 
 
 _LINE_RE = re.compile(r"line (\d+)")
@@ -89,9 +97,13 @@ def _iter_csv(
     try:
         header = pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8", lineterminator="\n")
     except UnicodeDecodeError:
-        raise DataError(path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8") from None
+        raise DataError(
+            path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8"
+        ) from None
     except pd.errors.EmptyDataError:
-        raise DataError(path, "the file is empty", fix=f"write a header row with columns {', '.join(required)}") from None
+        raise DataError(
+            path, "the file is empty", fix=f"write a header row with columns {', '.join(required)}"
+        ) from None
     columns = [str(c).strip() for c in header.columns]
     _check_columns(path, columns, required)
     offset = 2  # first data row is line 2
@@ -123,13 +135,20 @@ def _iter_csv(
             _check_values(path, chunk, required, allow_empty)
             yield chunk
     except UnicodeDecodeError:
-        raise DataError(path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8") from None
+        raise DataError(
+            path, "not valid UTF-8", row=_first_bad_utf8_row(path), fix="re-save the file as UTF-8"
+        ) from None
     except pd.errors.ParserError as exc:
         m = _LINE_RE.search(str(exc))
         row = int(m.group(1)) if m else None
         raise DataError(
-            path, f"malformed CSV row ({str(exc).splitlines()[-1].strip()})", row=row,
-            fix=f"each row needs exactly {len(columns)} comma-separated fields; quote values that contain commas",
+            path,
+            f"malformed CSV row ({str(exc).splitlines()[-1].strip()})",
+            row=row,
+            fix=(
+                f"each row needs exactly {len(columns)} comma-separated fields; "
+                "quote values that contain commas"
+            ),
         ) from None
     if not any_rows:
         raise DataError(path, "the file has a header but no data rows", fix="add data rows")
@@ -141,7 +160,9 @@ def _iter_parquet(
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(path, f"not a readable Parquet file ({exc})", fix="re-write it with pandas.to_parquet") from None
+        raise DataError(
+            path, f"not a readable Parquet file ({exc})", fix="re-write it with pandas.to_parquet"
+        ) from None
     _check_columns(path, list(pf.schema_arrow.names), required)
     offset = 1
     any_rows = False
@@ -158,7 +179,9 @@ def _iter_parquet(
         if bad.any().any():
             col = bad.any().idxmax()
             row = int(chunk.loc[bad[col].idxmax(), "_row"])
-            raise DataError(path, f"missing value in column '{col}'", row=row, fix="fill it in or delete the row")
+            raise DataError(
+                path, f"missing value in column '{col}'", row=row, fix="fill it in or delete the row"
+            )
         _check_values(path, chunk, required, allow_empty)
         yield chunk
     if not any_rows:
@@ -170,7 +193,10 @@ NS_PER_S = 10**9
 _MAX_S = (2**63 - 1) // NS_PER_S
 _INT_RE = r"[+-]?\d+"
 _DEC_RE = r"[+-]?(?:\d+\.\d*|\.\d+)"
-_TS_FIX = "use epoch seconds (fractions allowed) or ISO-8601 such as 2024-05-01T12:30:00 or 2024-05-01T12:30:00+09:00"
+_TS_FIX = (
+    "use epoch seconds (fractions allowed) or ISO-8601 such as 2024-05-01T12:30:00 "
+    "or 2024-05-01T12:30:00+09:00"
+)
 
 
 def _bad_timestamp(path, values: pd.Series, rows: pd.Series, mask: np.ndarray, why: str) -> DataError:
@@ -201,8 +227,13 @@ def parse_timestamps(path: str | Path, values: pd.Series, rows: pd.Series) -> np
         secs[~too_long] = ints[~too_long].astype(np.int64).to_numpy()
         bad = too_long | (np.abs(secs) > _MAX_S)
         if bad.any():
-            raise _bad_timestamp(path, values[is_int], rows[is_int], bad,
-                                 "is out of range for epoch seconds (1677..2262; milliseconds?)")
+            raise _bad_timestamp(
+                path,
+                values[is_int],
+                rows[is_int],
+                bad,
+                "is out of range for epoch seconds (1677..2262; milliseconds?)",
+            )
         out[is_int] = secs * NS_PER_S
         done |= is_int
     # 2. decimal epoch seconds: integer part and fraction parsed separately, so no float rounding
@@ -215,14 +246,21 @@ def parse_timestamps(path: str | Path, values: pd.Series, rows: pd.Series) -> np
         whole_txt = parts[0].str.lstrip("0")
         frac_txt = parts[1].fillna("")
         bad = (whole_txt.str.len().to_numpy() > 11) | (frac_txt.str.len().to_numpy() > 9) & (
-            frac_txt.str[9:].str.strip("0").str.len().to_numpy() > 0)
+            frac_txt.str[9:].str.strip("0").str.len().to_numpy() > 0
+        )
         if bad.any():
-            raise _bad_timestamp(path, values[is_dec], rows[is_dec], bad,
-                                 "is out of range, or finer than a nanosecond")
+            raise _bad_timestamp(
+                path, values[is_dec], rows[is_dec], bad, "is out of range, or finer than a nanosecond"
+            )
         whole = whole_txt.where(whole_txt != "", "0").astype(np.int64).to_numpy()
         if (whole >= _MAX_S).any():  # checked before multiplying: int64 would wrap silently
-            raise _bad_timestamp(path, values[is_dec], rows[is_dec], whole >= _MAX_S,
-                                 "is out of range for epoch seconds (1677..2262; milliseconds?)")
+            raise _bad_timestamp(
+                path,
+                values[is_dec],
+                rows[is_dec],
+                whole >= _MAX_S,
+                "is out of range for epoch seconds (1677..2262; milliseconds?)",
+            )
         frac = frac_txt.str[:9].str.ljust(9, "0").astype(np.int64).to_numpy()
         ns_abs = whole * NS_PER_S + frac
         out[is_dec] = np.where(neg, -ns_abs, ns_abs)
@@ -236,11 +274,18 @@ def parse_timestamps(path: str | Path, values: pd.Series, rows: pd.Series) -> np
             vals = num[is_num]
             bad = ~np.isfinite(vals)
             if bad.any():
-                raise _bad_timestamp(path, values[rest][is_num], rows[rest][is_num], bad, "is not a finite number")
+                raise _bad_timestamp(
+                    path, values[rest][is_num], rows[rest][is_num], bad, "is not a finite number"
+                )
             bad = np.abs(vals) >= _MAX_S
             if bad.any():
-                raise _bad_timestamp(path, values[rest][is_num], rows[rest][is_num], bad,
-                                     "is out of range for epoch seconds (1677..2262; milliseconds?)")
+                raise _bad_timestamp(
+                    path,
+                    values[rest][is_num],
+                    rows[rest][is_num],
+                    bad,
+                    "is out of range for epoch seconds (1677..2262; milliseconds?)",
+                )
             idx = np.flatnonzero(rest)[is_num]
             out[idx] = np.round(vals * NS_PER_S).astype(np.int64)
             done[idx] = True
@@ -251,7 +296,9 @@ def parse_timestamps(path: str | Path, values: pd.Series, rows: pd.Series) -> np
         dt = pd.to_datetime(iso, errors="coerce", utc=True, format="ISO8601")
         bad = dt.isna().to_numpy()
         if bad.any():
-            raise _bad_timestamp(path, values[rest], rows[rest], bad, "is neither a number nor an ISO-8601 date")
+            raise _bad_timestamp(
+                path, values[rest], rows[rest], bad, "is neither a number nor an ISO-8601 date"
+            )
         lo, hi = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
         bad = ((dt < lo) | (dt > hi)).to_numpy()
         if bad.any():

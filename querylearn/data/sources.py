@@ -104,8 +104,8 @@ def prepare_files(
     held = _held_out_interactions(inter, str(interactions)) if opts.exclude_last_interaction else None
     paths = expand_inputs(queries)
     keep_users = _first_users(paths, users, opts.chunk_rows) if users is not None else None
-    args = dict(paths=paths, specs=specs, queries=queries, tasks=tasks, interactions=interactions, items=items,
-                opts=opts, users=users, inter=inter, held=held, keep_users=keep_users)
+    args = dict(paths=paths, specs=specs, queries=queries, tasks=tasks, interactions=interactions,
+                items=items, opts=opts, users=users, inter=inter, held=held, keep_users=keep_users)
     if choose_engine(engine, paths, memory_limit) == "duckdb":
         with DuckLogAccumulator(opts.seq_len, path=str(queries), memory_limit=memory_limit) as log:
             return _files_from_log(out, log, **args)

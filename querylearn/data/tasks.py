@@ -47,7 +47,9 @@ class TaskSpec:
         if self.kind not in KINDS:
             raise ConfigError(f"task '{self.name}': kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.metric not in METRICS:
-            raise ConfigError(f"task '{self.name}': metric {self.metric!r} is not one of {', '.join(METRICS)}")
+            raise ConfigError(
+                f"task '{self.name}': metric {self.metric!r} is not one of {', '.join(METRICS)}"
+            )
 
 
 def load_task_sequence(path: str | Path) -> list[TaskSpec]:
@@ -68,21 +70,26 @@ def load_task_sequence(path: str | Path) -> list[TaskSpec]:
             f"{path}: [task] is a single table; write [[task]] (double brackets) before each task, in order"
         )
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{path}: 'task' must be a list of [[task]] tables; write [[task]] before each task")
+        raise ConfigError(
+            f"{path}: 'task' must be a list of [[task]] tables; write [[task]] before each task"
+        )
     if not entries:
         raise ConfigError(f"{path}: no [[task]] tables; list the tasks in order")
     specs: list[TaskSpec] = []
     for i, entry in enumerate(entries, 1):
         bad = sorted(set(entry) - {"name", "kind", "metric", "labels"})
         if bad:
-            raise ConfigError(f"{path}: task #{i}: unknown key '{bad[0]}' (valid: name, kind, metric, labels)")
+            raise ConfigError(
+                f"{path}: task #{i}: unknown key '{bad[0]}' (valid: name, kind, metric, labels)"
+            )
         for key in ("name", "kind"):
             if key not in entry:
                 raise ConfigError(f"{path}: task #{i}: missing '{key}'")
         for key in ("name", "kind", "metric", "labels"):
             if key in entry and not isinstance(entry[key], str):
                 raise ConfigError(
-                    f"{path}: task #{i}: {key} = {entry[key]!r} must be a quoted string, e.g. {key} = \"{entry[key]}\""
+                    f"{path}: task #{i}: {key} = {entry[key]!r} must be a quoted string, "
+                    f'e.g. {key} = "{entry[key]}"'
                 )
         kind = entry["kind"]
         labels = entry.get("labels")

@@ -1,6 +1,7 @@
 """The official TERACON/CONURE task files: ``querylearn prepare teracon --path DIR``.
 
-The format of the official loaders and of the public TTL / MovieLens releases (ALGORITHMS.md 2.7, 2.9):
+The format of the official loaders and of the public TTL / MovieLens releases
+(docs/algorithms.md#data-protocol, #splits):
 
 - ``t1*`` (one file): one line per user, comma-separated integer item ids, left-padded with ``0``
   (``0`` = padding). Task T1 is next-item prediction over the sequence.
@@ -50,7 +51,7 @@ from querylearn.errors import DataError, QuerylearnError
 
 TASK_FILE = re.compile(r"t(\d+)(?:[._\-].*)?", re.IGNORECASE)
 USERS_FILE = "users.csv"
-# the official evaluator ranks when a task has more than top_k + 15 = 20 targets (ALGORITHMS.md 5.1)
+# the official evaluator ranks when a task has more than top_k + 15 = 20 targets (#metrics; B24, #b24)
 MAX_CLASSIFY_LABELS = 20
 _UINT = re.compile(r"\s*\d+\s*")
 _INT = re.compile(r"\s*-?\d+\s*")
@@ -91,40 +92,64 @@ def find_task_files(folder: str | Path) -> list[TaskFile]:
             continue
         k = int(m.group(1))
         if k == 0:
-            raise DataError(p, "task files are numbered from t1", fix="rename it t1... (the sequence file) or t2, t3, ...")
+            raise DataError(
+                p, "task files are numbered from t1", fix="rename it t1... (the sequence file) or t2, t3, ..."
+            )
         if k in found:
-            raise DataError(p, f"a second file for task t{k} (the other is {found[k].name})",
-                            fix="keep one t<K> file per task in the folder")
+            raise DataError(
+                p,
+                f"a second file for task t{k} (the other is {found[k].name})",
+                fix="keep one t<K> file per task in the folder",
+            )
         found[k] = p
     if 1 not in found:
-        raise DataError(folder, "no t1 sequence file (e.g. t1_seq.csv)",
-                        fix="name the sequence file t1..., and the task files t2..., t3..., in task order")
+        raise DataError(
+            folder,
+            "no t1 sequence file (e.g. t1_seq.csv)",
+            fix="name the sequence file t1..., and the task files t2..., t3..., in task order",
+        )
     numbers = sorted(found)
     missing = [k for k in range(1, numbers[-1] + 1) if k not in found]
     if missing:
-        raise DataError(folder, f"no file for task t{missing[0]} (found {', '.join(found[k].name for k in numbers)})",
-                        fix="number the task files t1, t2, ... without gaps")
+        raise DataError(
+            folder,
+            f"no file for task t{missing[0]} (found {', '.join(found[k].name for k in numbers)})",
+            fix="number the task files t1, t2, ... without gaps",
+        )
     return [TaskFile(k, found[k]) for k in numbers]
 
 
-def _bad_field(path: Path, row: int, fields: list[str], pattern: re.Pattern, what: str, fix: str) -> DataError:
+def _bad_field(
+    path: Path, row: int, fields: list[str], pattern: re.Pattern, what: str, fix: str
+) -> DataError:
     k = next(i for i, f in enumerate(fields) if not pattern.fullmatch(f))
-    return DataError(path, f"{what} {k + 1} is {fields[k]!r}, not {'an integer' if pattern is _INT else 'a non-negative integer'}",
-                     row=row, fix=fix)
+    return DataError(
+        path,
+        f"{what} {k + 1} is {fields[k]!r}, "
+        f"not {'an integer' if pattern is _INT else 'a non-negative integer'}",
+        row=row,
+        fix=fix,
+    )
 
 
 def _parse_items(path: Path, row: int, text: str) -> tuple[np.ndarray, int]:
     """``"0,0,5,7"`` -> (items after the left padding [n] int64, number of fields)."""
     fields = text.split(",")
     if not all(_UINT.fullmatch(f) for f in fields):
-        raise _bad_field(path, row, fields, _UINT, "item", "item ids are integers >= 0, separated by single commas")
+        raise _bad_field(
+            path, row, fields, _UINT, "item", "item ids are integers >= 0, separated by single commas"
+        )
     ids = np.array([int(f) for f in fields], dtype=np.int64)
     nz = np.flatnonzero(ids)
     start = int(nz[0]) if len(nz) else len(ids)
     if (ids[start:] == PAD_ID).any():
         pos = start + int(np.flatnonzero(ids[start:] == PAD_ID)[0]) + 1
-        raise DataError(path, f"padding 0 at item {pos} comes after an item (sequences are left-padded with 0)",
-                        row=row, fix="put every 0 before the first item, or remove it")
+        raise DataError(
+            path,
+            f"padding 0 at item {pos} comes after an item (sequences are left-padded with 0)",
+            row=row,
+            fix="put every 0 before the first item, or remove it",
+        )
     return ids[start:], len(ids)
 
 
@@ -143,19 +168,33 @@ def read_task_lines(path: Path, *, with_targets: bool) -> TaskLines:
             if with_targets:
                 parts = line.split(",,")
                 if len(parts) != 2:
-                    what = "no ',,' between the sequence and the targets" if len(parts) < 2 else "more than one ',,'"
-                    raise DataError(path, what, row=row, fix="write each line as ITEM,ITEM,...,,TARGET[,TARGET...]")
+                    what = (
+                        "no ',,' between the sequence and the targets"
+                        if len(parts) < 2
+                        else "more than one ',,'"
+                    )
+                    raise DataError(
+                        path, what, row=row, fix="write each line as ITEM,ITEM,...,,TARGET[,TARGET...]"
+                    )
                 seq, tgt = parts
                 fields = tgt.split(",")
                 if not tgt.strip():
-                    raise DataError(path, "no target after ',,'", row=row, fix="give the line one or more targets")
+                    raise DataError(
+                        path, "no target after ',,'", row=row, fix="give the line one or more targets"
+                    )
                 if not all(_INT.fullmatch(f) for f in fields):
-                    raise _bad_field(path, row, fields, _INT, "target", "targets are integers separated by single commas")
+                    raise _bad_field(
+                        path, row, fields, _INT, "target", "targets are integers separated by single commas"
+                    )
                 targets.append([int(f) for f in fields])
             else:
                 if ",," in line:
-                    raise DataError(path, "',,' in the t1 sequence file (t1 holds sequences only)", row=row,
-                                    fix="put targets in the t2, t3, ... files; t1 lines are ITEM,ITEM,...")
+                    raise DataError(
+                        path,
+                        "',,' in the t1 sequence file (t1 holds sequences only)",
+                        row=row,
+                        fix="put targets in the t2, t3, ... files; t1 lines are ITEM,ITEM,...",
+                    )
                 seq = line
                 targets.append([])
             ids, width = _parse_items(path, row, seq)
@@ -167,9 +206,10 @@ def read_task_lines(path: Path, *, with_targets: bool) -> TaskLines:
 
 
 def official_split(n: int, seed: int) -> np.ndarray:
-    """Split codes [n] int8 of the official scripts (ALGORITHMS.md 2.7): ``np.random.seed(seed)``, then
+    """Split codes [n] int8 of the official scripts (#splits): ``np.random.seed(seed)``, then
     ``np.random.permutation(n)``; train = the first n - n_eval permuted rows, valid = the next
-    n_eval - n_test, test = the last n_test (sizes of :func:`split_sizes`, which fix bug B32)."""
+    n_eval - n_test, test = the last n_test (sizes of :func:`split_sizes`, which fix bug B32,
+    docs/algorithms.md#b32)."""
     n_train, n_valid, _ = split_sizes(n)
     order = np.random.RandomState(seed).permutation(n)
     codes = np.empty(n, dtype=np.int8)
@@ -211,15 +251,22 @@ def _user_ids(folder: Path, n_lines: int) -> tuple[list[str], str]:
         return [str(i) for i in range(1, n_lines + 1)], "t1 line numbers"
     ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     if len(ids) != n_lines:
-        raise DataError(path, f"{len(ids)} lines but the t1 file has {n_lines}",
-                        fix="one user id per t1 line, in the same order (or remove users.csv)")
+        raise DataError(
+            path,
+            f"{len(ids)} lines but the t1 file has {n_lines}",
+            fix="one user id per t1 line, in the same order (or remove users.csv)",
+        )
     seen: dict[str, int] = {}
     for row, uid in enumerate(ids, 1):
         if not uid:
             raise DataError(path, "empty user id", row=row, fix="one user id per line")
         if uid in seen:
-            raise DataError(path, f"user id {uid!r} appears twice (first at row {seen[uid]})", row=row,
-                            fix="user ids must be unique")
+            raise DataError(
+                path,
+                f"user id {uid!r} appears twice (first at row {seen[uid]})",
+                row=row,
+                fix="user ids must be unique",
+            )
         seen[uid] = row
     return ids, USERS_FILE
 
@@ -231,8 +278,11 @@ def _item_vocab(t1: TaskLines, min_count: int) -> tuple[QueryVocab, np.ndarray]:
         raise DataError(t1.path, "no items (every line is padding only)", fix="check the t1 file")
     values, counts = np.unique(all_items, return_counts=True)
     keep = counts >= min_count
-    vocab = QueryVocab([PAD, UNK] + [str(v) for v in values[keep]],
-                       [0, int(counts[~keep].sum())] + [int(c) for c in counts[keep]], min_count)
+    vocab = QueryVocab(
+        [PAD, UNK] + [str(v) for v in values[keep]],
+        [0, int(counts[~keep].sum())] + [int(c) for c in counts[keep]],
+        min_count,
+    )
     return vocab, values[keep]
 
 
@@ -242,16 +292,19 @@ def _to_vocab_ids(items: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return np.where(found, pos + 2, UNK_ID).astype(np.int64)
 
 
-def _label_task(tf: TaskFile, lines: TaskLines, users: list[int], opts: BuildOptions,
-                user_split: np.ndarray) -> tuple[TaskArrays, dict]:
+def _label_task(
+    tf: TaskFile, lines: TaskLines, users: list[int], opts: BuildOptions, user_split: np.ndarray
+) -> tuple[TaskArrays, dict]:
     """One ``tK`` file's examples -> TaskArrays (kind inferred) and its summary counts."""
     n_targets = np.array([len(t) for t in lines.targets])
-    ex = pd.DataFrame({
-        "u": np.repeat(np.asarray(users, dtype=np.int64), n_targets),
-        "label": [str(t) for ts in lines.targets for t in ts],
-        "_row": np.repeat(np.arange(1, len(users) + 1), n_targets),
-        "ord": np.arange(int(n_targets.sum())),  # the official example order
-    })
+    ex = pd.DataFrame(
+        {
+            "u": np.repeat(np.asarray(users, dtype=np.int64), n_targets),
+            "label": [str(t) for ts in lines.targets for t in ts],
+            "_row": np.repeat(np.arange(1, len(users) + 1), n_targets),
+            "ord": np.arange(int(n_targets.sum())),  # the official example order
+        }
+    )
     stats: dict = {"file": lines.path.name, "lines": len(users), "targets": len(ex)}
     dup = ex.duplicated(["u", "label"])
     stats["skipped_duplicate_rows"] = int(dup.sum())
@@ -261,36 +314,60 @@ def _label_task(tf: TaskFile, lines: TaskLines, users: list[int], opts: BuildOpt
     stats["skipped_rare_label_rows"] = int(rare.sum())
     ex = ex[~rare]
     if ex.empty:
-        raise DataError(lines.path, f"task {tf.name} has no examples left after skipping the labels seen fewer "
-                        f"than {opts.min_label_count} times", fix="lower --min-label-count")
+        raise DataError(
+            lines.path,
+            f"task {tf.name} has no examples left after skipping the labels seen fewer "
+            f"than {opts.min_label_count} times",
+            fix="lower --min-label-count",
+        )
     counts = ex["label"].value_counts()
     stats["labels_seen_once"] = int((counts == 1).sum())
     one_each = not ex["u"].duplicated().any()
     kind = "classify" if one_each and len(counts) <= MAX_CLASSIFY_LABELS else "multi_target"
     if kind == "classify" and (counts == 1).any():
         label = counts[counts == 1].index[0]
-        raise DataError(lines.path, f"class {label!r} of task {tf.name} occurs only once, so it cannot be both "
-                        "trained and evaluated", row=int(ex.loc[ex["label"] == label, "_row"].iloc[0]),
-                        fix="correct the label, or pass --min-label-count 2 to drop classes seen once")
+        raise DataError(
+            lines.path,
+            f"class {label!r} of task {tf.name} occurs only once, so it cannot be both trained and evaluated",
+            row=int(ex.loc[ex["label"] == label, "_row"].iloc[0]),
+            fix="correct the label, or pass --min-label-count 2 to drop classes seen once",
+        )
     names = natural_sorted(counts.index)
     lindex = {n: i for i, n in enumerate(names)}
     ex = ex.sort_values(["u", "ord"], kind="stable")
     u = ex["u"].to_numpy(np.int64)
-    split = user_split[u] if opts.split == "user" else official_split(stats["targets"], opts.seed)[ex["ord"].to_numpy()]
-    task = TaskArrays(tf.name, kind, DEFAULT_METRIC[kind], u, ex["label"].map(lindex).to_numpy(np.int64), split,
-                      len(names), names, [int(counts[n]) for n in names])
+    split = (
+        user_split[u]
+        if opts.split == "user"
+        else official_split(stats["targets"], opts.seed)[ex["ord"].to_numpy()]
+    )
+    task = TaskArrays(
+        tf.name,
+        kind,
+        DEFAULT_METRIC[kind],
+        u,
+        ex["label"].map(lindex).to_numpy(np.int64),
+        split,
+        len(names),
+        names,
+        [int(counts[n]) for n in names],
+    )
     return task, stats
 
 
-def prepare_teracon(out: str | Path, *, path: str | Path, opts: BuildOptions, seq_len_from_files: bool = True) -> dict:
+def prepare_teracon(
+    out: str | Path, *, path: str | Path, opts: BuildOptions, seq_len_from_files: bool = True
+) -> dict:
     """Build a dataset from the official task files in ``path``; returns the manifest.
 
     ``seq_len_from_files``: keep the width of ``t1``'s lines as the sequence length (``opts.seq_len``
     is then unused); otherwise keep each user's last ``opts.seq_len`` items.
     """
     if opts.exclude_last_interaction:
-        raise QuerylearnError("--exclude-last-interaction is for movielens-100k and kmrd; "
-                              "the teracon task files have no interactions")
+        raise QuerylearnError(
+            "--exclude-last-interaction is for movielens-100k and kmrd; "
+            "the teracon task files have no interactions"
+        )
     folder = Path(path)
     files = find_task_files(folder)
     t1 = read_task_lines(files[0].path, with_targets=False)
@@ -298,7 +375,11 @@ def prepare_teracon(out: str | Path, *, path: str | Path, opts: BuildOptions, se
     width = max(t1.widths)
     seq_len = width if seq_len_from_files else opts.seq_len
     if seq_len < 2:
-        raise DataError(t1.path, f"sequences of {seq_len} item(s) leave nothing to predict", fix="pass --seq-len 2 or more")
+        raise DataError(
+            t1.path,
+            f"sequences of {seq_len} item(s) leave nothing to predict",
+            fix="pass --seq-len 2 or more",
+        )
     vocab, kept = _item_vocab(t1, opts.min_count)
     users = _Users(ids, list(t1.items))
     n_t1 = len(t1.items)
@@ -324,21 +405,43 @@ def prepare_teracon(out: str | Path, *, path: str | Path, opts: BuildOptions, se
         v = _to_vocab_ids(items[-seq_len:], kept) if len(items) else items
         truncated += len(items) > seq_len
         if len(v):
-            seqs[u, seq_len - len(v):] = v
-    summary.update({"kept_positions_unk": int((seqs == UNK_ID).sum()), "users": n_users,
-                    "users_only_in_task_files": n_users - n_t1, "users_truncated_to_seq_len": int(truncated)})
+            seqs[u, seq_len - len(v) :] = v
+    summary.update(
+        {
+            "kept_positions_unk": int((seqs == UNK_ID).sum()),
+            "users": n_users,
+            "users_only_in_task_files": n_users - n_t1,
+            "users_truncated_to_seq_len": int(truncated),
+        }
+    )
     user_split = permuted_split(n_users, opts.seed)
 
     # T1: next item over t1's users with 2+ items; the label is the last item
     n_real = (seqs[:n_t1] != PAD_ID).sum(axis=1)
     t1_users = np.flatnonzero(n_real >= 2).astype(np.int64)
     if not len(t1_users):
-        raise DataError(t1.path, "no line has 2 or more items, so T1 has nothing to predict", fix="check the t1 file")
+        raise DataError(
+            t1.path, "no line has 2 or more items, so T1 has nothing to predict", fix="check the t1 file"
+        )
     t1_split = user_split[t1_users] if opts.split == "user" else official_split(n_t1, opts.seed)[t1_users]
-    tasks = [TaskArrays(files[0].name, "next_query", DEFAULT_METRIC["next_query"], t1_users,
-                        seqs[t1_users, -1].astype(np.int64), t1_split, len(vocab))]
-    summary["tasks"] = {files[0].name: {"file": t1.path.name, "lines": n_t1,
-                                        "skipped_users_with_one_query": int(n_t1 - len(t1_users))}}
+    tasks = [
+        TaskArrays(
+            files[0].name,
+            "next_query",
+            DEFAULT_METRIC["next_query"],
+            t1_users,
+            seqs[t1_users, -1].astype(np.int64),
+            t1_split,
+            len(vocab),
+        )
+    ]
+    summary["tasks"] = {
+        files[0].name: {
+            "file": t1.path.name,
+            "lines": n_t1,
+            "skipped_users_with_one_query": int(n_t1 - len(t1_users)),
+        }
+    }
     for tf, lines, owner in matched:
         task, stats = _label_task(tf, lines, owner, opts, user_split)
         tasks.append(task)
@@ -354,12 +457,31 @@ def prepare_teracon(out: str | Path, *, path: str | Path, opts: BuildOptions, se
         "user_sizes": list(split_sizes(n_users)),
     }
     return write_dataset(
-        out, source="teracon", synthetic=False, vocab=vocab, user_ids=users.ids, sequences=seqs,
-        user_split=user_split, tasks=tasks, split_info=split_info, summary=summary,
-        extra={"build": {"seq_len": seq_len, "min_count": opts.min_count, "min_label_count": opts.min_label_count},
-               "inputs": {"path": str(folder), "files": {tf.name: tf.path.name for tf in files},
-                          "user_ids": id_source},
-               "teracon": {"seq_len_in_files": width,
-                           "kind_rule": f"classify when every user has one target and at most "
-                                        f"{MAX_CLASSIFY_LABELS} distinct targets, else multi_target"}},
+        out,
+        source="teracon",
+        synthetic=False,
+        vocab=vocab,
+        user_ids=users.ids,
+        sequences=seqs,
+        user_split=user_split,
+        tasks=tasks,
+        split_info=split_info,
+        summary=summary,
+        extra={
+            "build": {
+                "seq_len": seq_len,
+                "min_count": opts.min_count,
+                "min_label_count": opts.min_label_count,
+            },
+            "inputs": {
+                "path": str(folder),
+                "files": {tf.name: tf.path.name for tf in files},
+                "user_ids": id_source,
+            },
+            "teracon": {
+                "seq_len_in_files": width,
+                "kind_rule": f"classify when every user has one target and at most "
+                f"{MAX_CLASSIFY_LABELS} distinct targets, else multi_target",
+            },
+        },
     )

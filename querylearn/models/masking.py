@@ -144,3 +144,26 @@ class TaskMaskBank(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_tasks={self.n_tasks}, n_layers={self.n_layers}, channels={self.channels}"
+
+
+def mask_sparsity(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Fraction of channels switched off (mask < ``threshold``) per task and layer.
+
+    masks [N, M, C] -> [N, M] in [0, 1].
+    """
+    return (masks < threshold).to(torch.float32).mean(dim=-1)
+
+
+def mask_channel_std(masks: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each task's mask across channels (population std), per layer.
+
+    masks [N, M, C] -> [N, M]; 0 when a mask is the same on every channel.
+    """
+    return masks.to(torch.float32).std(dim=-1, unbiased=False)
+
+
+def mask_cosine(masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarity of the tasks' concatenated masks (ALGORITHMS.md 5.8): [N, M, C] -> [N, N]."""
+    flat = masks.reshape(masks.shape[0], -1).to(torch.float64)
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
+    return unit @ unit.T

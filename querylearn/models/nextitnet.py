@@ -1,8 +1,8 @@
-"""NextItNet backbone (ALGORITHMS.md section 3): causal dilated residual blocks, no task logic.
+"""NextItNet backbone (WSDM 2019; docs/algorithms.md#backbone): causal dilated residual blocks, no task logic.
 
 Shapes: ``B`` batch, ``L`` sequence length, ``C`` channels (model width), ``K`` blocks.
 The backbone maps input vectors ``[B, L, C]`` to hidden states ``[B, L, C]``; per-channel gates
-(task masks, section 4.6) are passed in explicitly, one pair per block.
+(task masks, #gating) are passed in explicitly, one pair per block.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from querylearn.config_loader import require
 
 @dataclass
 class ModelConfig:
-    """Backbone and input-embedding hyper-parameters (defaults: ALGORITHMS.md 4.13).
+    """Backbone and input-embedding hyper-parameters (defaults: #defaults).
 
     channels: model width C. dilations: base dilation d_k per block; block k convolves with d_k
-    then 2 d_k (section 3.1). kernel_size: conv taps. ln_eps: LayerNorm epsilon (1e-8 as in [R]).
-    task_emb_low/high: U(low, high) init of new task embeddings (section 4.1). relation_layers:
-    "reinit" re-creates every relation layer when a task is added (parity, B20) or "grow" keeps
-    the learnt weights and adds zero-initialised inputs for the new task.
+    then 2 d_k (#backbone). kernel_size: conv taps. ln_eps: LayerNorm epsilon (1e-8 as in the
+    official code). task_emb_low/high: U(low, high) init of new task embeddings (#task-masks).
+    relation_layers: "reinit" re-creates every relation layer when a task is added (parity, B20,
+    docs/algorithms.md#b20) or "grow" keeps the learnt weights and adds zero-initialised inputs for
+    the new task.
     """
 
     channels: int = 256
@@ -60,10 +61,10 @@ class ModelConfig:
 class CausalConv1d(nn.Module):
     """Causal dilated convolution: left zero-pad the time axis by (k-1)·δ, then a valid conv.
 
-    Output at t = b + Σ_i W_i · h_{t-(k-1-i)δ} (terms before the start are zero), section 3.1.
+    Output at t = b + Σ_i W_i · h_{t-(k-1-i)δ} (terms before the start are zero), #backbone.
     Input and output are time-major ``[B, L, C]``. The conv runs as a (1, k) conv2d on a
-    channels-last view of that layout (as [R]'s kernel-(1, 3) conv), so no transposes are copied.
-    The weight is stored as nn.Conv1d's ``[C_out, C_in, k]``.
+    channels-last view of that layout (as the official code's kernel-(1, 3) conv), so no transposes
+    are copied. The weight is stored as nn.Conv1d's ``[C_out, C_in, k]``.
     """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int):
@@ -84,7 +85,7 @@ class CausalConv1d(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Post-LN NextItNet residual block with two channel gates (section 3.1):
+    """Post-LN NextItNet residual block with two channel gates (#backbone):
 
     A = ReLU(LN_1(conv_d(H))) ⊙ m_1;  O = ReLU(LN_2(conv_2d(A))) ⊙ m_2;  H' = H + O.
     """

@@ -1,4 +1,5 @@
-"""CONURE (ALGORITHMS.md 6.6) on the NextItNet backbone: per-task binary masks over the conv weights.
+"""CONURE (SIGIR 2021; docs/algorithms.md#conure) on the NextItNet backbone: per-task binary masks
+over the conv weights.
 
 Per task t (two phases, each a full fit with a fresh optimiser):
   phase 1 "train":   W_eff = stopgrad(W ⊙ F) + W ⊙ (1 - F),  F = M_1 ∪ ... ∪ M_{t-1}
@@ -8,8 +9,8 @@ Per task t (two phases, each a full fit with a fresh optimiser):
 Inference for task j: W ⊙ (M_1 ∪ ... ∪ M_j) with head j. The item embedding, input projection,
 LayerNorms and conv biases are trained only in T1's first phase and frozen afterwards, so past
 tasks' outputs stay bit-identical (BWT = 0). Entries of F are also restored after every step, so no
-optimiser quirk can move them. Same heads and softmax CE as the other strategies (the section's
-recommended common protocol), not [C]'s BPR losses.
+optimiser quirk can move them. Same heads and softmax CE as the other strategies (the common protocol of
+docs/algorithms.md#baselines), not the BPR losses of CONURE's official code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sequential fine-tuning (ALGORITHMS.md 6.2 variant): one model, all parameters trained on every
+"""Sequential fine-tuning (docs/algorithms.md#finetune): one model, all parameters trained on every
 task in turn, one head per task kept. No masks and no hooks: the lower bound that forgets."""
 
 from __future__ import annotations

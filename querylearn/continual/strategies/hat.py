@@ -1,4 +1,4 @@
-"""HAT (Serrà et al. 2018; ALGORITHMS.md 6.5) on the NextItNet backbone.
+"""HAT (Serrà et al., ICML 2018; docs/algorithms.md#hat) on the NextItNet backbone.
 
 - plain masks a^t = σ(s e^t) per task (annealed s, evaluation at smax), embeddings clamped to ±6;
 - after each task: a^{<t+1} = max(a^{<t}, a^t at smax) (recomputed from the frozen past embeddings);

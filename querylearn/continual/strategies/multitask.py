@@ -1,6 +1,7 @@
-"""Multi-task learning (ALGORITHMS.md 6.4, DUPN-style on the NextItNet backbone): the non-continual
-reference. After task i arrives, a fresh model is trained jointly on T1..Ti (mini-batches of every
-task interleaved, loss Σ_i L_i with λ_i = 1), so every row of R is a complete joint retraining."""
+"""Multi-task learning (DUPN-style on the NextItNet backbone, docs/algorithms.md#multitask): the
+non-continual reference. After task i arrives, a fresh model is trained jointly on T1..Ti
+(mini-batches of every task interleaved, loss Σ_i L_i with λ_i = 1), so every row of R is a complete
+joint retraining."""
 
 from __future__ import annotations
 

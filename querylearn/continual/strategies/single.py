@@ -1,4 +1,4 @@
-"""SinMo (ALGORITHMS.md 6.1): one model per task, trained from scratch on that task only.
+"""SinMo (docs/algorithms.md#sinmo): one model per task, trained from scratch on that task only.
 
 R[i][j] for j < i is the task-j model's score (it never changes: BWT = 0); the diagonal gives the
 single-model scores R̂ that FWT compares against. The same strategy trains the SinMo reference of
