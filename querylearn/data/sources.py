@@ -304,7 +304,8 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | No
             noisy_task: bool | None = None,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None,
-            seq_len_from_files: bool = False, engine: str = "auto", memory_limit: str | None = None) -> dict:
+            seq_len_from_files: bool = False, engine: str = "auto",
+            memory_limit: str | None = None) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
     ``users`` / ``noisy_task`` (when given) replace ``opts.users`` / ``opts.synthetic.noisy_task``.
