@@ -22,7 +22,7 @@ ddof = 1) over the seeds that finished:
   mean: mean over tasks of R(T_last, T_i) (per seed, then mean ± std over seeds);
   FWT: mean over i >= 2 of R[i][i] - R_single[i][i], where R_single[i][i] is the ``single``
        strategy's (SinMo: a fresh model trained on task i alone) score averaged over its seeds;
-       the same reference serves every strategy (ALGORITHMS.md 5.3);
+       the same reference serves every strategy (docs/algorithms.md#bwt-and-fwt);
   BWT: mean over i < last of R[last][i] - R[i][i] (per seed), as metrics.json["bwt"]["mean"];
   s/epoch: training seconds per epoch (validation excluded), mean over the tasks of the run.
 
@@ -31,8 +31,8 @@ overrides (so the same per-fit epoch cap, patience and selection metric per task
 states each strategy's epoch budget per task (CONURE fits twice per task, train and retrain, each
 up to the cap); a run whose best epoch equals its cap was still improving and is listed under
 "capped" (raise the cap and re-run: its number is not an early-stopped result); the no-model
-references (popularity / majority class per task, and for T1 the recent-distinct and most-popular
-rankers of bench/t1_heuristics.py) are rows of the same table.
+references (popularity / majority class per task, and for T1 the recent-distinct, recency-frequency
+and most-popular rankers of bench/t1_heuristics.py, i.e. querylearn.heuristics) are rows of the same table.
 """
 
 from __future__ import annotations
@@ -301,10 +301,14 @@ def capped_runs(runs: list[dict]) -> list[str]:
 def protocol_lines(summary: dict, resolved: dict, capped: list[str]) -> list[str]:
     """The protocol paragraph under the table: budgets, selection metric, capped runs."""
     tasks = summary["tasks"]
-    lines = ["", "Protocol: the same overrides for every strategy; selection metric "
-             f"`{resolved['selection_metric']}`, patience "
-             f"{resolved['t1']['patience']}/{resolved['t2']['patience']}/{resolved['later']['patience']} "
-             "(T1/T2/later). Epoch budget per task (max epochs per fit × fits per task):", ""]
+    lines = [
+        "",
+        "Protocol: the same overrides for every strategy; selection metric "
+        f"`{resolved['selection_metric']}`, patience "
+        f"{resolved['t1']['patience']}/{resolved['t2']['patience']}/{resolved['later']['patience']} "
+        "(T1/T2/later). Epoch budget per task (max epochs per fit × fits per task):",
+        "",
+    ]
     lines.append("| strategy | " + " | ".join(tasks) + " |")
     lines.append("|" + "---|" * (len(tasks) + 1))
     for name in summary["strategies"]:
@@ -314,8 +318,11 @@ def protocol_lines(summary: dict, resolved: dict, capped: list[str]) -> list[str
         lines.append(f"| {name}{note} | " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
     if capped:
-        lines.append("**Capped** (best epoch = cap: still improving, raise the cap and re-run): "
-                     + "; ".join(capped) + ".")
+        lines.append(
+            "**Capped** (best epoch = cap: still improving, raise the cap and re-run): "
+            + "; ".join(capped)
+            + "."
+        )
     else:
         lines.append("No run's best epoch equals its cap (early stopping decided every end).")
     return lines
@@ -330,7 +337,7 @@ def heuristic_rows(data: Path, tasks: list[str]) -> list[list[str]]:
     if h["task"] not in tasks:
         return []
     rows = []
-    for name in ("recent-distinct", "most-popular"):
+    for name in ("recent-distinct", "recency-frequency", "most-popular"):
         cells = [f"{name} ({h['task']} only, no model)", "–"]
         cells += [f"{h[name]:.4f}" if t == h["task"] else "–" for t in tasks]
         rows.append(cells + ["–", "–", "–", "–"])

@@ -1,10 +1,12 @@
-"""Reference points for the next_query task (T1) of a dataset: two training-free rankers.
+"""Reference points for the next_query task (T1) of a dataset: three training-free rankers.
 
-    python bench/t1_heuristics.py DATASET_DIR [--split test]
+    python bench/t1_heuristics.py DATASET_DIR [--split test] [--decay 0.9]
 
-- recent-distinct: rank the user's own earlier queries, most recent first (distinct), nothing else;
-- most-popular: rank queries by their count in the vocabulary (pad/unk excluded).
-Both are scored like train-sequence scores T1: MRR@5 of the user's last query over the split's users.
+The maths is ``querylearn.heuristics`` (the same function train-sequence uses for the references in
+``metrics.json``): recent-distinct (the user's own earlier queries, most recent first, each once),
+recency-frequency (the user's own queries by time-decayed count) and most-popular (query counts over
+the training users' sequences). Scored like train-sequence scores T1: the user's last query given
+the earlier ones, on the split's rows.
 """
 
 from __future__ import annotations
@@ -13,44 +15,38 @@ import argparse
 
 import numpy as np
 
+from querylearn.continual.data import task_data
 from querylearn.data.dataset import load_dataset
-from querylearn.metrics import mrr_at_k
+from querylearn.heuristics import DEFAULT_DECAY, next_query_references
 
 
-def t1_heuristics(data, split: str = "test") -> dict:
-    """{"task", "n_users", "recent-distinct", "most-popular"}: MRR@5 of both rankers on ``split``."""
+def t1_heuristics(data, split: str = "test", decay: float = DEFAULT_DECAY) -> dict:
+    """{"task", "n_users", "recent-distinct", "recency-frequency", "most-popular"} (MRR@5 of each
+    ranker on ``split``) and "metrics" (every ranking metric per ranker)."""
     ds = load_dataset(data)
-    task = next(t for t in ds.tasks if t.kind == "next_query")
-    rows = task.rows(split)
-    popular = [int(q) for q in np.argsort(-np.asarray(ds.vocab.counts), kind="stable") if q > 1]
-    pop_rank = {q: r for r, q in enumerate(popular)}
-    recent, pop = [], []
-    for r in rows:
-        seq = ds.sequences[task.user_index[r]]
-        target = int(seq[-1])
-        ranked: list[int] = []
-        for q in seq[:-1][::-1]:
-            if q != 0 and int(q) not in ranked:
-                ranked.append(int(q))
-        recent.append(ranked.index(target) if target in ranked else 10**6)
-        pop.append(pop_rank.get(target, 10**6))
-    return {
-        "task": task.name,
-        "n_users": len(rows),
-        "recent-distinct": float(mrr_at_k(np.array(recent), 5)),
-        "most-popular": float(mrr_at_k(np.array(pop), 5)),
-    }
+    name = next(t.name for t in ds.tasks if t.kind == "next_query")
+    t = task_data(ds, name)
+    seqs = np.asarray(ds.sequences)
+    refs = next_query_references(
+        seqs[t.users[split], :-1],
+        t.labels[split],
+        seqs[np.unique(t.users["train"]), 1:],
+        t.n_classes,
+        decay=decay,
+    )
+    return {"task": name, "n_users": t.n(split), **{r: m["mrr@5"] for r, m in refs.items()}, "metrics": refs}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--decay", type=float, default=DEFAULT_DECAY, help="recency-frequency decay per step")
     args = ap.parse_args()
-    h = t1_heuristics(args.data, args.split)
+    h = t1_heuristics(args.data, args.split, args.decay)
     print(f"{h['task']} {args.split}: {h['n_users']} users")
-    print(f"recent-distinct MRR@5 {h['recent-distinct']:.4f}")
-    print(f"most-popular    MRR@5 {h['most-popular']:.4f}")
+    for ref, m in h["metrics"].items():
+        print(f"{ref:<17} MRR@5 {m['mrr@5']:.4f}  HR@5 {m['hr@5']:.4f}  HR@20 {m['hr@20']:.4f}")
 
 
 if __name__ == "__main__":

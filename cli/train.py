@@ -45,6 +45,17 @@ def render_r(metrics: dict) -> Table:
     return table
 
 
+def render_references(metrics: dict) -> list[Table]:
+    """T1 (each next_query task) against the training-free rankers on the same test rows."""
+    from querylearn.continual.results import TrainMetrics
+    from querylearn.report import rich_table
+
+    return [
+        rich_table(f"{task} against training-free rankers (same test rows)", header, rows)
+        for task, header, rows in TrainMetrics.from_dict(metrics).reference_tables()
+    ]
+
+
 @app.command(
     "train-sequence",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -161,6 +172,8 @@ def train_sequence_cli(
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     console.print(render_r(metrics))
+    for table in render_references(metrics):
+        console.print(table)
     console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
 
 

@@ -11,9 +11,25 @@ from querylearn.errors import QuerylearnError  # noqa: E402
 
 # The Python API (querylearn/api.py, docs/api.md), imported on first use so `import querylearn` stays light.
 _API = (
-    "ColdstartResult", "EmbeddedUsers", "EmbeddingTable", "EncodedUsers", "ExportedModel", "NeighbourResult",
-    "PreparedDataset", "TrainResult", "UserEncoder", "UserVectors", "coldstart_eval", "embed_init", "embed_users",
-    "export_model", "export_users", "prepare", "query_neighbours", "train_sequence", "user_neighbours",
+    "ColdstartResult",
+    "EmbeddedUsers",
+    "EmbeddingTable",
+    "EncodedUsers",
+    "ExportedModel",
+    "NeighbourResult",
+    "PreparedDataset",
+    "TrainResult",
+    "UserEncoder",
+    "UserVectors",
+    "coldstart_eval",
+    "embed_init",
+    "embed_users",
+    "export_model",
+    "export_users",
+    "prepare",
+    "query_neighbours",
+    "train_sequence",
+    "user_neighbours",
 )
 
 

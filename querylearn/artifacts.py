@@ -154,4 +154,6 @@ def check_out_dir(path: str | Path, option: str = "--out") -> None:
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             where = "is a file" if p == path else f"lies under {p}, which is a file"
-            raise QuerylearnError(f"{option} {path}: {where}, not a folder; pass a new or existing folder path")
+            raise QuerylearnError(
+                f"{option} {path}: {where}, not a folder; pass a new or existing folder path"
+            )

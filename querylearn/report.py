@@ -347,6 +347,12 @@ def build_report(root: str | Path, out: str | Path | None = None, *, console=Non
                "", f"![R matrix]({r_png.relative_to(out)})", "", f"![learning curves]({c_png.relative_to(out)})", ""]
         if console is not None:
             console.print(rich_table(f"R matrix: {run.name} ({m.r_matrix.summary()})", header, rows))
+        for task, ref_header, ref_rows in m.reference_tables():  # T1 next to training-free rankers
+            md += [f"{task} against training-free rankers on the same test rows "
+                   "(querylearn.heuristics):", "", markdown_table(ref_header, ref_rows), ""]
+            if console is not None:
+                title = f"{task} vs training-free rankers: {run.name}"
+                console.print(rich_table(title, ref_header, ref_rows))
         series = mechanism_series(run.path, m)
         if series:
             k_png = plot_mechanism(series, f"TERACON mechanism: {run.name}", figs / f"mechanism_{slug}.png")

@@ -171,7 +171,9 @@ def case_train(work: Path, strategies=STRATEGIES) -> dict:
         run = work / f"run-{name}"
         extra = ["--with-single"] if name == "teracon" else []
         extra += TERACON_PARITY if name.startswith("teracon") else []
-        _cli(["train-sequence", "--data", str(toy), "--out", str(run), "--strategy", name, *TRAIN_ARGS, *extra])
+        _cli(
+            ["train-sequence", "--data", str(toy), "--out", str(run), "--strategy", name, *TRAIN_ARGS, *extra]
+        )
         out[name] = _run_summary(run)
     return out
 
@@ -183,9 +185,12 @@ def case_coldstart(work: Path) -> dict:
         case_train(work, ("teracon",))
     rep = work / "coldstart"
     _cli(["coldstart-eval", "--data", str(toy), "--out", str(rep), "--run", str(run), "--after-task", "T2",
-          "--negatives", "10", "--seed", "1", "--epochs", "2", "--cold-fraction", "0.2", "--threads", "1"])  # fmt: skip
+          "--negatives", "10", "--seed", "1", "--epochs", "2", "--cold-fraction", "0.2",
+          "--threads", "1"])  # fmt: skip
     report = json.loads((rep / "report.json").read_text(encoding="utf-8"))
-    methods = {name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in report["methods"].items()}
+    methods = {
+        name: {k: v for k, v in entry.items() if k != "seconds"} for name, entry in report["methods"].items()
+    }
     return _scrub({"counts": report["counts"], "methods": methods}, work)
 
 

@@ -14,7 +14,7 @@ def broken(tmp_path_factory):
     d = tmp_path_factory.mktemp("broken")
     (d / "file").write_text("not a folder")
     (d / "empty.csv").write_text("")
-    (d / "garbage.csv").write_bytes(b"\xff\xfe\x00garbage,\n\"unclosed")
+    (d / "garbage.csv").write_bytes(b'\xff\xfe\x00garbage,\n"unclosed')
     (d / "garbage.toml").write_text("[[task]\nname = ")
     (d / "t.toml").write_text('[task]\nname = "T1"\nkind = "next_query"\n')
     (d / "emptydir").mkdir()
@@ -34,8 +34,26 @@ def _cases(d):
             ["prepare", "synthetic", "--out", str(f)],
             ["prepare", "synthetic", "--out", str(f / "x")],
             ["prepare", "synthetic", "--users", "5", "--out", str(d / "o2")],
-            ["prepare", "files", "--queries", str(g), "--tasks", str(d / "garbage.toml"), "--out", str(d / "o3")],
-            ["prepare", "files", "--queries", str(d / "empty.csv"), "--tasks", str(d / "t.toml"), "--out", str(d / "o4")],
+            [
+                "prepare",
+                "files",
+                "--queries",
+                str(g),
+                "--tasks",
+                str(d / "garbage.toml"),
+                "--out",
+                str(d / "o3"),
+            ],
+            [
+                "prepare",
+                "files",
+                "--queries",
+                str(d / "empty.csv"),
+                "--tasks",
+                str(d / "t.toml"),
+                "--out",
+                str(d / "o4"),
+            ],
             ["prepare", "kmrd", "--path", str(e), "--out", str(d / "o5")],
             ["prepare", "movielens-100k", "--path", str(f), "--out", str(d / "o6")],
         ],
@@ -62,7 +80,15 @@ def _cases(d):
         ],
         "coldstart-eval": [
             ["coldstart-eval", "--data", str(e), "--out", str(d / "c1")],
-            ["coldstart-eval", "--data", str(d / "fake_ds"), "--run", str(d / "fake_run"), "--out", str(d / "c2")],
+            [
+                "coldstart-eval",
+                "--data",
+                str(d / "fake_ds"),
+                "--run",
+                str(d / "fake_run"),
+                "--out",
+                str(d / "c2"),
+            ],
             ["coldstart-eval", "--data", str(e), "--users-from", str(g), "--out", str(d / "c3")],
         ],
         "report": [
@@ -100,8 +126,22 @@ def test_every_command_has_broken_input_cases(broken):
     assert names == set(_cases(broken)), names
 
 
-@pytest.mark.parametrize("command", ["prepare", "embed-init", "embed-queries", "train-sequence", "export-users",
-                                     "coldstart-eval", "report", "demo", "export-model", "embed-users", "neighbours"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "prepare",
+        "embed-init",
+        "embed-queries",
+        "train-sequence",
+        "export-users",
+        "coldstart-eval",
+        "report",
+        "demo",
+        "export-model",
+        "embed-users",
+        "neighbours",
+    ],
+)
 def test_broken_inputs_never_print_a_traceback(broken, capsys, command):
     for argv in _cases(broken)[command]:
         with pytest.raises(SystemExit) as exc:

@@ -383,7 +383,7 @@ def test_conure_past_outputs_bit_identical(conflict, tmp_path):
             a = after_t2(ids, task, s=50.0).logits
             b = after_t3(ids, task, s=50.0).logits
             assert torch.equal(a, b), task
-        # the masks are disjoint and shrink as in [C]: 30%, then 21% of each tensor
+        # the masks are disjoint and shrink as in CONURE's official code: 30%, then 21% of each tensor
         m1, m2, m3 = (after_t3.weight_masks.mask(n) for n in ("T1", "T2", "T3"))
         assert not (m1 & m2).any() and not (m1 & m3).any() and not (m2 & m3).any()
         n = m1[0].numel()

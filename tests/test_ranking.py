@@ -63,12 +63,14 @@ def test_chunk_must_be_positive():
         target_ranks(torch.zeros(1, 2), lambda h, c: h, 2, torch.zeros(1, dtype=torch.int64), chunk=0)
 
 
-def test_evaluate_chunked_equals_full(toy):
+@pytest.mark.parametrize("head", ["softmax", "tied", "copy", "tied-copy"])
+def test_evaluate_chunked_equals_full(toy, head):
     torch.manual_seed(0)
     ds = load_dataset(toy)
     cfg = load_config(TrainConfig, None, TINY)
     t1 = task_data(ds, "T1")  # next_query over the whole vocabulary (padding excluded)
-    model = UserEncoder(len(ds.vocab), cfg.model, masking="relation")
+    model = UserEncoder(len(ds.vocab), cfg.model, masking="relation", next_query_task="T1",
+                        next_query_head=head)
     model.add_task("T1", len(ds.vocab))
     seqs = torch.as_tensor(ds.sequences.astype(np.int64))
     full = evaluate(model, t1, "test", seqs, config=cfg, batch_size=16)

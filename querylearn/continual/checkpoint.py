@@ -8,7 +8,7 @@ written atomically (``querylearn.artifacts.atomic_write``); the JSON is written 
 presence marks a complete checkpoint. The JSON records the SHA-256 of the tensor file
 (``tensors_sha256``); loading verifies it and refuses unreadable files and non-finite weights.
 Checkpoints written before the hash existed load without the hash check. The optimizer is created
-fresh for every task (ALGORITHMS.md 4.8), so no optimizer state is stored.
+fresh for every task (docs/algorithms.md#model-growth), so no optimizer state is stored.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def save_checkpoint(
         "masking": model.masking,
         "smax": model.smax,
         "heads": [[name, model.heads.n_classes(name)] for name in model.task_names],
+        "next_query_task": model.next_query_task,
+        "next_query_head": model.next_query_head,
         "model_config": {
             **{k: getattr(model.config, k) for k in model.config.__dataclass_fields__},
             "dilations": list(model.config.dilations),
@@ -86,7 +88,10 @@ def read_checkpoint_tensors(path: Path, meta: dict) -> dict[str, torch.Tensor]:
     is not a readable safetensors file (e.g. truncated), or when a floating tensor holds NaN/inf.
     """
     tensor_path = path.parent / meta["tensors"]
-    fix = "restore the file from a backup or retrain (querylearn train-sequence --resume RUN re-creates later tasks)"
+    fix = (
+        "restore the file from a backup or retrain "
+        "(querylearn train-sequence --resume RUN re-creates later tasks)"
+    )
     expected = meta.get("tensors_sha256")
     if expected is not None and file_sha256(tensor_path) != expected:
         raise ArtifactError(
@@ -127,6 +132,8 @@ def load_checkpoint(
         masking=meta["masking"],
         embedding_dim=int(meta["embedding_dim"]),
         smax=float(checkpoint_smax(meta)),
+        next_query_task=meta.get("next_query_task"),  # absent before the head options: softmax
+        next_query_head=meta.get("next_query_head", "softmax"),
     )
     for name, n_classes in meta["heads"]:
         model.add_task(name, int(n_classes))

@@ -39,11 +39,15 @@ class PhaseConfig:
 class NextQueryConfig:
     """The next_query (T1) task. ignore_padding: drop padded targets from the AR loss (B16 fix; off
     = parity). exclude_padding_from_ranking: padding is never a ranked candidate. sampled_softmax:
-    number of uniform negatives per batch added to the batch's targets (0 = full softmax)."""
+    number of uniform negatives per batch added to the batch's targets (0 = full softmax).
+    head: the T1 output head (``querylearn.models.heads``): "softmax" (the paper's linear head),
+    "tied" (output weights = the input query vectors), "copy" (softmax mixed with a copy
+    distribution over the user's own earlier queries by a learnt gate), "tied-copy" (both)."""
 
     ignore_padding: bool = False
     exclude_padding_from_ranking: bool = True
     sampled_softmax: int = 0
+    head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
 
     def __post_init__(self) -> None:
         require(self.sampled_softmax >= 0, "sampled_softmax", "must be >= 0 (0 = full softmax)",

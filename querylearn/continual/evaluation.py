@@ -35,13 +35,19 @@ def evaluate(
     """Ranking metrics (mrr/hr/ndcg@5/20, accuracy = hit@1) over every row of ``split``.
 
     sequences [n_users, L]. Ranks are counted in torch (number of strictly higher logits, as in
-    querylearn.metrics), over at most ``class_chunk`` classes at a time (querylearn.ranking).
+    querylearn.metrics), over at most ``class_chunk`` classes at a time (querylearn.ranking) for heads
+    whose logits are per-class scores; a copy head's log-mixture is normalised over the classes it
+    scores, so it is scored over all classes at once.
     """
     was_training = model.training
     model.eval()
     device = sequences.device
     rows = distributed.shard_slice(task.n(split))  # this rank's rows; ranks are gathered below
     users, labels = task.users[split][rows], task.labels[split][rows]
+    n_classes = model.heads.n_classes(task.name)
+    chunk = n_classes if getattr(model.heads.heads[task.name], "copy", False) else class_chunk
+    exclude_pad = task.kind == "next_query" and config.next_query.exclude_padding_from_ranking
+    excluded = (PAD_ID,) if exclude_pad else ()
     masks = model.task_masks(task.name, model.smax)
     ranks = []
     for start in range(0, len(users), batch_size):
@@ -51,13 +57,15 @@ def evaluate(
         x = sequences[torch.as_tensor(uniq, device=device)]  # [U, L]
         if task.kind == "next_query":
             x = x[:, :-1]
-        hidden = model.encode(x, masks, task=task.name)[torch.as_tensor(inv, device=device)]  # [B, C]
-        exclude_pad = task.kind == "next_query" and config.next_query.exclude_padding_from_ranking
-        excluded = (PAD_ID,) if exclude_pad else ()
-        ranks.append(target_ranks(  # scored in chunks of classes: bounded memory for 10^6 queries
-            hidden, lambda h, c: model.heads(h, task.name, c), model.heads.n_classes(task.name), y,
-            excluded=excluded, chunk=class_chunk,
-        ).cpu())
+        inv_t = torch.as_tensor(inv, device=device)
+        hidden = model.encode(x, masks, task=task.name)[inv_t]  # [B, C]
+        ids = x[inv_t]
+
+        def score(h: torch.Tensor, cand: torch.Tensor | None, ids: torch.Tensor = ids) -> torch.Tensor:
+            return model.head_logits(h, task.name, cand, ids=ids)  # [B, n | S]
+
+        # scored in chunks of classes: bounded memory for 10^6 queries
+        ranks.append(target_ranks(hidden, score, n_classes, y, excluded=excluded, chunk=chunk).cpu())
     model.train(was_training)
     local = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)
     rank_arr = distributed.gather_ranks(local).numpy()

@@ -28,6 +28,7 @@ from querylearn.metrics import bwt, fwt
 METRICS_KIND = "train-metrics"
 METRICS_SCHEMA_VERSION = 1
 MASKS_FILE = "masks.npz"
+REFERENCE_COLUMNS = ("mrr@5", "hr@5", "ndcg@5", "mrr@20", "hr@20", "accuracy")
 
 Row = list[float | None]
 
@@ -92,7 +93,13 @@ def jsonable(obj):
 
 @dataclass
 class TrainMetrics:
-    """``RUN_DIR/metrics.json``. R_detail[i][j]: every ranking metric of task j after task i."""
+    """``RUN_DIR/metrics.json``. R_detail[i][j]: every ranking metric of task j after task i.
+
+    references: per next_query task, the training-free rankers of :mod:`querylearn.heuristics`
+    (recent-distinct, recency-frequency, most-popular) on the same test rows as R, each with every
+    ranking metric and ``n``: ``{task: {name: {"mrr@5": ..., ..., "n": ...}}}`` (None in files
+    written before it existed).
+    """
 
     strategy: str
     tasks: list[str]
@@ -109,18 +116,21 @@ class TrainMetrics:
     seed: int
     device: str
     data: str
+    references: dict | None = None
     kind: str = METRICS_KIND
     schema_version: int = METRICS_SCHEMA_VERSION
     querylearn_version: str = __version__
 
-    # the file's key order (kind first): unchanged since schema_version 1
+    # the file's key order (kind first): schema_version 1's keys, then "references" (added later,
+    # optional when read)
     _ORDER = ("kind", "schema_version", "querylearn_version", "strategy", "tasks", "metric", "R", "R_detail",
               "single", "fwt", "bwt", "seconds_per_epoch", "epochs", "best_epoch", "skipped_steps", "seed",
-              "device", "data")
+              "device", "data", "references")
+    _OPTIONAL = ("references",)
 
     @classmethod
     def build(cls, r: RMatrix, *, strategy: str, R_detail: list, per_task: list[dict], seed: int,
-              device: str, data: str) -> TrainMetrics:
+              device: str, data: str, references: dict | None = None) -> TrainMetrics:
         """The run's metrics from its R matrix and per-task training summaries."""
         return cls(
             strategy=strategy,
@@ -138,11 +148,31 @@ class TrainMetrics:
             seed=seed,
             device=device,
             data=data,
+            references=references,
         )
 
     @property
     def r_matrix(self) -> RMatrix:
         return RMatrix(self.tasks, self.metric, self.R, self.single)
+
+    def reference_tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """Per next_query task with references: (task, header, rows) comparing the model (right after
+        the task and after the last task learnt) with the training-free rankers on the same rows."""
+        out = []
+        for task, refs in (self.references or {}).items():
+            if task not in self.tasks:
+                continue
+            j = self.tasks.index(task)
+            header = [f"{task} test rows (n)", *REFERENCE_COLUMNS]
+            learnt = [(i, row[j]) for i, row in enumerate(self.R_detail) if j < len(row)]
+            ends = learnt[:1] + learnt[-1:] if len(learnt) > 1 else learnt
+            models = [(f"model after {self.tasks[i]}", d) for i, d in ends]
+            rows = [[f"{label} ({d.get('n', '')})", *(_fmt(d.get(c)) for c in REFERENCE_COLUMNS)]
+                    for label, d in models]
+            for name, m in refs.items():
+                rows.append([f"{name} (no model)", *(_fmt(m.get(c)) for c in REFERENCE_COLUMNS)])
+            out.append((task, header, rows))
+        return out
 
     def to_dict(self) -> dict:
         return jsonable({k: getattr(self, k) for k in self._ORDER})
@@ -152,10 +182,10 @@ class TrainMetrics:
         if data.get("kind") != METRICS_KIND:
             raise ArtifactError(f"{where}: expected kind '{METRICS_KIND}', found {data.get('kind')!r}")
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(names - set(data))
+        missing = sorted(names - set(data) - set(cls._OPTIONAL))
         if missing:
             raise ArtifactError(f"{where}: missing fields {', '.join(missing)} (re-run train-sequence)")
-        return cls(**{k: data[k] for k in names})
+        return cls(**{k: data[k] for k in names if k in data})
 
     def write(self, run_dir: Path) -> None:
         """``metrics.json`` and ``R.csv`` (atomically)."""

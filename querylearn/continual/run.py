@@ -38,6 +38,7 @@ from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, write_
 from querylearn.continual.strategies import build_strategy
 from querylearn.data.dataset import Dataset, check_dataset_fingerprint, dataset_fingerprint, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
+from querylearn.heuristics import next_query_references
 from querylearn.models.user_encoder import UserEncoder
 from querylearn.runinfo import read_run_paths, stored_path
 
@@ -78,6 +79,7 @@ class _Run:
         self.strategy = build_strategy(config.strategy, config)
         self.history: dict = {"R": [], "R_detail": [], "single": [], "single_detail": [], "per_task": []}
         self.models: dict[int, UserEncoder] = {}  # position -> model that may answer for a task
+        self._references: dict[str, dict] = {}
 
     def new_model(self, masking: str) -> UserEncoder:
         return UserEncoder(
@@ -86,6 +88,8 @@ class _Run:
             masking=masking,
             init_vectors=self.vectors,
             smax=self.config.smax,
+            next_query_task=next((n for n in self.order if self.tasks[n].kind == "next_query"), None),
+            next_query_head=self.config.next_query.head,
         ).to(self.device)
 
     def task_seed(self, position: int, offset: int = 0) -> int:
@@ -245,6 +249,18 @@ class _Run:
             self.models[p] = load_checkpoint(stem, self.device)[0]
         return model
 
+    def references(self) -> dict:
+        """Training-free rankers on each next_query task's test rows (the rows R is measured on)."""
+        for name in self.order:
+            t = self.tasks[name]
+            if t.kind == "next_query" and name not in self._references:
+                seqs = np.asarray(self.ds.sequences)
+                self._references[name] = next_query_references(
+                    seqs[t.users["test"], :-1], t.labels["test"],
+                    seqs[np.unique(t.users["train"]), 1:], t.n_classes,
+                )
+        return {n: self._references[n] for n in self.order if n in self._references}
+
     def metrics(self) -> TrainMetrics:
         R = [row[: len(self.order)] for row in self.history["R"]]
         single = self.history["single"] if self.config.with_single else None
@@ -259,6 +275,7 @@ class _Run:
             seed=self.config.seed,
             device=str(self.device),
             data=str(self.ds.path),
+            references=self.references(),
         )
 
 

@@ -1,14 +1,15 @@
-"""Task masks: per-task embeddings -> per-layer channel gates (ALGORITHMS.md 4.1-4.5).
+"""Task masks: per-task embeddings -> per-layer channel gates (docs/algorithms.md#task-masks).
 
 Shapes: ``N`` tasks held, ``M = 2K`` masked layers (two per block), ``C`` channels.
 
-- plain (HAT-style, section 4.2):  m^t = σ(s · e^t)
-- relation-aware (section 4.3, Eq. 12-13 per [R]): for task t and layer l, stack
+- plain (HAT-style, docs/algorithms.md#plain-masks):  m^t = σ(s · e^t)
+- relation-aware (docs/algorithms.md#relation-aware-masks, TERACON Eq. 12-13): for task t and layer l, stack
   Q = [e^t; e^j, -e^j for every j != t in increasing order]  ((2N-1) x C),
   z = w^t · tanh(s · Q) + b^t  (one linear map over the task axis, shared by the channels),
   m^t = σ(s · z).
-All tasks' masks are computed in one tensor op (fixes B25). The ± copies are kept as separate
-parameters for parity (B21); since tanh is odd they collapse to one coefficient w^+ - w^-.
+All tasks' masks are computed in one tensor op (fixes B25, docs/algorithms.md#b25). The ± copies are
+kept as separate parameters for parity (B21, docs/algorithms.md#b21); since tanh is odd they collapse
+to one coefficient w^+ - w^-.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import torch
 from torch import nn
 
 MASK_MODES = ("relation", "plain")
-DEFAULT_SMAX = 50.0  # the mask scale at evaluation and the end of the anneal (section 4.13)
+DEFAULT_SMAX = 50.0  # the mask scale at evaluation and the end of the anneal (docs/algorithms.md#defaults)
 
 
 def anneal_s(batch_index: int | float, batches_per_epoch: float, smax: float) -> float:
-    """Eq. 19 per [R] (section 4.5): s_b = 1/smax + (smax - 1/smax) · b / R, restarting every epoch.
+    """TERACON Eq. 19 (docs/algorithms.md#s-annealing): s_b = 1/smax + (smax - 1/smax) · b / R,
+    restarting every epoch.
 
     ``batches_per_epoch`` is R = N_train / B as a float (not the number of yielded batches).
     """
@@ -69,7 +71,7 @@ def relation_coefficients(rel_weight: torch.Tensor) -> torch.Tensor:
 def relation_masks(
     task_emb: torch.Tensor, rel_weight: torch.Tensor, rel_bias: torch.Tensor, s: float
 ) -> torch.Tensor:
-    """Relation-aware masks of all tasks at once (section 4.3).
+    """Relation-aware masks of all tasks at once (docs/algorithms.md#relation-aware-masks).
 
     task_emb [N, M, C], rel_weight [N, M, 2N-1], rel_bias [N, M] -> masks [N, M, C].
     """
@@ -109,13 +111,15 @@ class TaskMaskBank(nn.Module):
         return int(self.task_embedding.shape[0])
 
     def add_task(self) -> None:
-        """Append one task: e ~ U(low, high); relation layers re-created (B20 parity) or grown."""
+        """Append one task: e ~ U(low, high); relation layers re-created (B20 parity,
+        docs/algorithms.md#b20) or grown."""
         dev, dtype = self.task_embedding.device, self.task_embedding.dtype
         n = self.n_tasks + 1
         new_emb = torch.empty(1, self.n_layers, self.channels, device=dev, dtype=dtype)
         nn.init.uniform_(new_emb, self.emb_low, self.emb_high)
         fresh_w = torch.empty(n, self.n_layers, 2 * n - 1, device=dev, dtype=dtype)
-        nn.init.normal_(fresh_w, 0.0, 0.01)  # section 3.3: relation MLP weights N(0, 0.01^2)
+        # docs/algorithms.md#initialisation: relation MLP weights N(0, 0.01^2)
+        nn.init.normal_(fresh_w, 0.0, 0.01)
         fresh_b = torch.full((n, self.n_layers), 0.1, device=dev, dtype=dtype)  # bias 0.1
         if self.relation_layers == "grow" and n > 1:
             # old task t's inputs keep their positions; the new task's ± pair is appended (zero init)
@@ -130,7 +134,7 @@ class TaskMaskBank(nn.Module):
 
     def masks(self, s: float, mode: str = "relation") -> torch.Tensor:
         """Masks of every task at scale ``s``: [N, M, C]. ``relation`` falls back to plain when N = 1
-        (a single task has no relations; section 4.4: T1 uses plain masks)."""
+        (a single task has no relations; docs/algorithms.md#mask-use: T1 uses plain masks)."""
         if mode not in MASK_MODES:
             raise ValueError(f"mask mode {mode!r} is not one of {MASK_MODES}")
         if mode == "plain" or self.n_tasks == 1:
@@ -139,7 +143,8 @@ class TaskMaskBank(nn.Module):
 
     @torch.no_grad()
     def clamp_(self, bound: float) -> None:
-        """Clamp every task embedding to [-bound, bound] after an optimiser step (section 4.7)."""
+        """Clamp every task embedding to [-bound, bound] after an optimiser step
+        (docs/algorithms.md#gating)."""
         self.task_embedding.clamp_(-bound, bound)
 
     def extra_repr(self) -> str:
@@ -163,7 +168,8 @@ def mask_channel_std(masks: torch.Tensor) -> torch.Tensor:
 
 
 def mask_cosine(masks: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Cosine similarity of the tasks' concatenated masks (ALGORITHMS.md 5.8): [N, M, C] -> [N, N]."""
+    """Cosine similarity of the tasks' concatenated masks (docs/algorithms.md#task-relations):
+    [N, M, C] -> [N, N]."""
     flat = masks.reshape(masks.shape[0], -1).to(torch.float64)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
     return unit @ unit.T

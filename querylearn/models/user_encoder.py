@@ -1,7 +1,7 @@
 """UserEncoder = input embedding (+ projection) + NextItNet + task masks + per-task heads.
 
 ``forward(ids, task, s=...)`` returns an :class:`EncoderOutput`; the user representation is the
-last position's output (ALGORITHMS.md 3.2; sequences are left-padded, most recent last).
+last position's output (docs/algorithms.md#readout; sequences are left-padded, most recent last).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from querylearn.models.heads import TaskHeads
+from querylearn.models.heads import QUERY_HEADS, TaskHeads
 from querylearn.models.masking import DEFAULT_SMAX, TaskMaskBank
 from querylearn.models.nextitnet import ModelConfig, NextItNet
 from querylearn.models.weight_masks import ConvWeightMasks
@@ -35,12 +35,18 @@ class UserEncoder(nn.Module):
     """ids [B, L] -> user representation [B, C] and per-task logits.
 
     masking: "relation" (TERACON: plain masks while one task is held, relation-aware once there are
-    two or more, everywhere, fixing B3), "plain" (σ(s e) always; HAT and the plain-mask ablation),
+    two or more, everywhere, fixing B3, docs/algorithms.md#b3), "plain" (σ(s e) always; HAT and the
+    plain-mask ablation),
     "none" (no gates; finetune, single, multitask), "conure" (no gates; per-task binary masks
-    over the conv weights, section 6.6: task t runs with W ⊙ (M_1 ∪ ... ∪ M_t)).
+    over the conv weights, docs/algorithms.md#conure: task t runs with W ⊙ (M_1 ∪ ... ∪ M_t)).
 
-    smax: the mask scale of evaluation (and the end of the training anneal, section 4.5); it travels
-    with the model (checkpoints store it), so readers of a trained model never need the train config.
+    smax: the mask scale of evaluation (and the end of the training anneal,
+    docs/algorithms.md#s-annealing); it travels with the model (checkpoints store it), so readers
+    of a trained model never need the train config.
+
+    next_query_task / next_query_head: the task whose head is ``next_query_head`` ("softmax", the
+    paper's linear head; "tied", "copy", "tied-copy": :mod:`querylearn.models.heads`); every other
+    head is linear. Checkpoints store both.
     """
 
     def __init__(
@@ -52,8 +58,14 @@ class UserEncoder(nn.Module):
         embedding_dim: int | None = None,
         init_vectors: np.ndarray | None = None,
         smax: float = DEFAULT_SMAX,
+        next_query_task: str | None = None,
+        next_query_head: str = "softmax",
     ):
         super().__init__()
+        if next_query_head not in QUERY_HEADS:
+            raise ValueError(f"next_query head {next_query_head!r} is not one of {QUERY_HEADS}")
+        self.next_query_task = next_query_task
+        self.next_query_head = next_query_head
         if masking not in MASKINGS:
             raise ValueError(f"masking {masking!r} is not one of {MASKINGS}")
         if smax <= 0:
@@ -66,12 +78,14 @@ class UserEncoder(nn.Module):
                 raise ValueError(f"init_vectors must be [{vocab_size}, D], got {tuple(init_vectors.shape)}")
             embedding_dim = int(init_vectors.shape[1])
         self.embedding_dim = int(embedding_dim or config.channels)
-        self.item_embedding = nn.Embedding(vocab_size, self.embedding_dim)  # no padding_idx (section 3.1)
+        # no padding_idx (docs/algorithms.md#backbone)
+        self.item_embedding = nn.Embedding(vocab_size, self.embedding_dim)
         if init_vectors is not None:
             with torch.no_grad():
                 self.item_embedding.weight.copy_(torch.as_tensor(np.asarray(init_vectors, dtype=np.float32)))
         else:
-            bound = math.sqrt(1.0 / vocab_size)  # section 3.3: U(-sqrt(1/|V|), +sqrt(1/|V|))
+            # docs/algorithms.md#initialisation: U(-sqrt(1/|V|), +sqrt(1/|V|))
+            bound = math.sqrt(1.0 / vocab_size)
             nn.init.uniform_(self.item_embedding.weight, -bound, bound)
         # a learnt projection when the table width differs from the model width
         self.input_proj = (
@@ -101,7 +115,13 @@ class UserEncoder(nn.Module):
     def add_task(self, name: str, n_classes: int) -> None:
         """Grow by one task: a head and (with masking) one task embedding; relation layers per config."""
         device = self.item_embedding.weight.device
-        self.heads.add_task(name, n_classes)
+        kind = self.next_query_head if name == self.next_query_task else "softmax"
+        if kind != "softmax" and n_classes != self.item_embedding.num_embeddings:
+            raise ValueError(
+                f"task '{name}': a '{kind}' head ranks the input queries, so it needs "
+                f"{self.item_embedding.num_embeddings} classes, got {n_classes}"
+            )
+        self.heads.add_task(name, n_classes, kind)
         self.heads.heads[name].to(device)
         self.masks.add_task()
         self.masks.to(device)
@@ -110,7 +130,7 @@ class UserEncoder(nn.Module):
 
     def conure_weights(self, task: str) -> list[torch.Tensor]:
         """Conv weights task ``task`` runs with (:class:`ConvWeightMasks`): W ⊙ (M_1 ∪ ... ∪ M_t) at
-        inference, stopgrad(W ⊙ F) + W ⊙ trainable while the task trains (section 6.6)."""
+        inference, stopgrad(W ⊙ F) + W ⊙ trainable while the task trains (docs/algorithms.md#conure)."""
         self.task_index(task)  # a clear error for a task the model does not hold
         return self.weight_masks.effective(task, self.task_names, self.conv_weights())
 
@@ -158,6 +178,14 @@ class UserEncoder(nn.Module):
         return None if masks is None else masks[self.task_index(task)]
 
     # ---- forward ------------------------------------------------------------------------------
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Query vectors in the model's width: ``embed(ids)`` [..., C]; ids None -> all queries [V, C]
+        (the embedding weight itself when there is no projection: tied heads share its storage)."""
+        if ids is not None:
+            return self.embed(ids)
+        w = self.item_embedding.weight  # [V, E]
+        return w if self.input_proj is None else self.input_proj(w)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.item_embedding(ids)  # [B, L, E]
         if self.input_proj is not None:
@@ -197,8 +225,22 @@ class UserEncoder(nn.Module):
         """Encode with ``task``'s mask at scale ``s`` and apply its head (``candidates``: class subset)."""
         masks = self.task_masks(task, s)
         hidden = self.encode(ids, masks, all_positions=all_positions, conv_weights=conv_weights, task=task)
-        logits = self.heads(hidden, task, candidates)
+        logits = self.head_logits(hidden, task, candidates, ids=ids)
         return EncoderOutput(hidden=hidden, logits=logits, masks=masks)
+
+    def head_logits(
+        self,
+        hidden: torch.Tensor,
+        task: str,
+        candidates: torch.Tensor | None = None,
+        *,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``task``'s head on hidden [B, C] (last position) or [B, L, C] -> [B(, L), n | S].
+
+        ``ids`` [B, L]: the input query ids that ``hidden`` was encoded from (copy heads read them;
+        the other heads ignore them)."""
+        return self.heads(hidden, task, candidates, ids=ids, item_vectors=self.item_vectors)
 
     @torch.no_grad()
     def clamp_task_embeddings_(self, bound: float) -> None:

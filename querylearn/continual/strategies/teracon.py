@@ -140,7 +140,7 @@ class Teracon(ContinualStrategy):
                 )
             with torch.no_grad():
                 t_masks = None if teacher_masks is None else teacher_masks[j]
-                teacher_logits.append(teacher.heads(teacher.encode(x, t_masks), name, classes))  # [S_j, C_j]
+                teacher_logits.append(teacher.head_logits(teacher.encode(x, t_masks), name, classes, ids=x))
             s_masks = None if student_masks is None else student_masks[model.task_index(name)]
             student_logits.append(self._student_logits(model, x, s_masks, name, classes))
         weights = retention.retention_weights(rho_used)
@@ -160,7 +160,7 @@ class Teracon(ContinualStrategy):
         memory holds one student pass instead of one per past task (same values and gradients)."""
 
         def student(x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-            return model.heads(model.encode(x, masks), name, classes)
+            return model.head_logits(model.encode(x, masks), name, classes, ids=x)
 
         if self.cfg.checkpoint_students and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(student, x, masks, use_reentrant=False)
