@@ -7,10 +7,10 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import Baseline, NCFModel, NCFVariant
 from querylearn.config_loader import stage_config
 from querylearn.errors import QuerylearnError
 
@@ -55,14 +55,28 @@ def coldstart_eval_cli(
         list[str] | None,
         typer.Option(
             "--after-task",
-            help="Task whose mask is used for the --run export; repeat to compare (e.g. T4, T7).",
+            help="Export each --run as its model was after learning this task (trained on T1..TASK "
+            "only); repeat to compare (e.g. T4, T7). Default: the last task learnt.",
+        ),
+    ] = None,
+    mask_task: Annotated[
+        str | None,
+        typer.Option(
+            "--mask-task",
+            help="Task whose mask the --run exports use; default each checkpoint's last task "
+            "(the --after-task itself).",
         ),
     ] = None,
     users_from: Annotated[
         list[Path] | None,
         typer.Option("--users-from", help="UserRepresentations Parquet (user_id, v0..v{D-1}); repeatable."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="NCF model: gmf | mlp | neumf.")] = None,
+    ncf_model: Annotated[
+        NCFModel | None, typer.Option("--ncf-model", help="NCF model (default neumf).")
+    ] = None,
+    model_alias: Annotated[
+        NCFModel | None, typer.Option("--model", hidden=True, help="Old name of --ncf-model.")
+    ] = None,
     negatives: Annotated[
         int | None, typer.Option("--negatives", help="Sampled never-interacted candidates per user.")
     ] = None,
@@ -75,14 +89,12 @@ def coldstart_eval_cli(
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="NCF training epochs.")] = None,
     variant: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--variant", help="User side: id | init | concat | rep; repeatable (default: id and rep)."
-        ),
+        list[NCFVariant] | None,
+        typer.Option("--variant", help="User side of NCF; repeatable (default: id and rep)."),
     ] = None,
     baseline: Annotated[
-        list[str] | None,
-        typer.Option("--baseline", help="most-popular | als | bpr | random; repeatable (default: all four)."),
+        list[Baseline] | None,
+        typer.Option("--baseline", help="Baseline methods; repeatable (default: all four)."),
     ] = None,
     item_init: Annotated[
         Path | None,
@@ -95,7 +107,8 @@ def coldstart_eval_cli(
         typer.Option("--threads", help="CPU threads for torch and implicit ALS (1 is fastest for NCF)."),
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="torch device for NCF (cpu, cuda, ...).")
+        str | None,
+        typer.Option("--device", help="auto (default: cuda when available) | cpu | cuda | cuda:N | mps."),
     ] = None,
     config: Annotated[
         Path | None,
@@ -115,8 +128,15 @@ def coldstart_eval_cli(
     from querylearn.recsys.report import render_table, write_report
     from querylearn.recsys.representations import read_user_parquet, representations_from_runs
 
-    if after_task and not run:
-        raise QuerylearnError("--after-task selects the task mask of a --run export; pass at least one --run")
+    if (after_task or mask_task) and not run:
+        raise QuerylearnError(
+            "--after-task/--mask-task select the checkpoint and mask of a --run export; "
+            "pass at least one --run"
+        )
+    if ncf_model and model_alias and ncf_model != model_alias:
+        raise QuerylearnError(
+            f"--ncf-model {ncf_model} and --model {model_alias} disagree; give only --ncf-model"
+        )
     overrides = {
         "negatives": negatives,
         "seed": seed,
@@ -124,7 +144,7 @@ def coldstart_eval_cli(
         "threads": threads,
         "variants": list(variant) if variant else None,
         "baselines": list(baseline) if baseline else None,
-        "ncf.model": model,
+        "ncf.model": ncf_model or model_alias,
         "ncf.epochs": epochs,
         "ncf.device": device,
     }
@@ -136,7 +156,7 @@ def coldstart_eval_cli(
         rep = read_user_parquet(path)
         rep.name = _unique_name(rep.name, taken)
         sources.append(rep)
-    for rep in representations_from_runs(list(run), list(after_task or [])) if run else []:
+    for rep in representations_from_runs(list(run), list(after_task or []), mask_task) if run else []:
         rep.name = _unique_name(rep.name, taken)
         sources.append(rep)
     item_vectors = item_vectors_from_table(item_init, dataset) if item_init is not None else None
@@ -149,6 +169,5 @@ def coldstart_eval_cli(
         log=lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False),
     )
     write_report(out, report, config)
-    # A pipe or log file gets a fixed width so method names are not folded.
-    (console if console.is_terminal else Console(width=120)).print(render_table(report))
+    print_table(render_table(report))  # full width when not a terminal: method names are not folded
     console.print(f"wrote {out / 'report.json'} and {out / 'report.csv'} ({report.seconds:.1f}s)")

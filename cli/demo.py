@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import DemoPreset
 from querylearn.config_loader import flatten, load_config, require, stage_config, write_config
 from querylearn.errors import QuerylearnError
 
@@ -246,7 +247,11 @@ def run_demo(
     sources = representations_from_runs(runs, list(p.after_tasks))
     report = coldstart_eval(ds, sources, coldstart_cfg, log=lambda m: console.print(m))
     write_report(out / "coldstart", report, coldstart_cfg)
-    console.print(render_table(report))
+    print_table(render_table(report))
+    from querylearn.export import export_users
+
+    for run_dir in runs:  # the report's picture of the user space (PCA coloured by a label)
+        export_users(run_dir, out / "users" / f"{run_dir.name}.parquet", users="all")
     seconds["coldstart-eval"] = time.perf_counter() - t
 
     t = _stage("5/5 report")
@@ -277,7 +282,7 @@ def demo_cli(
     ],
     users: Annotated[int | None, typer.Option(help="Synthetic users (default: the preset's).")] = None,
     preset: Annotated[
-        str | None,
+        DemoPreset | None,
         typer.Option(
             help="small (default; ~2 min on 2 cores) | full (5k users, 8 blocks; see README for its time) "
             "| tiny (tests)."
@@ -328,9 +333,16 @@ def report_cli(
     out: Annotated[
         Path | None, typer.Option(help="Where to write report.md and figures/ (default: PATH).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (tables and numbers) instead of tables.")
+    ] = False,
 ) -> None:
-    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR); write figures + report.md."""
+    """Print the tables (R matrix with FWT/BWT, tasks x methods, warm/cold HR); write figures + report.md.
+
+    Tables are rich on a terminal and plain, complete text otherwise (pipes, files).
+    """
     from querylearn.report import build_report
 
-    md = build_report(path, out, console=console)
-    console.print(f"wrote {md}")
+    md = build_report(path, out, console=console, as_json=as_json)
+    if not as_json:
+        console.print(f"wrote {md}")

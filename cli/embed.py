@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console
+from querylearn.cli.choices import EmbedSource, Pooling, Segment
 from querylearn.config_loader import stage_config
 from querylearn.embeddings.base import DEFAULT_KOBERT_MODEL, DEFAULT_RANDOM_DIM, EmbedInitConfig
 
@@ -20,7 +21,8 @@ def embed_init_cli(
     data: Annotated[Path, typer.Option("--data", help="Dataset directory written by 'querylearn prepare'.")],
     out: Annotated[Path, typer.Option("--out", help="Output EMB_DIR (vocab.json, vectors.npy, meta.json).")],
     source: Annotated[
-        str | None, typer.Option("--source", help="random | kobert | hf | e5 (required here or in --config).")
+        EmbedSource | None,
+        typer.Option("--source", help="The query vectors' source (required here or in --config)."),
     ] = None,
     model: Annotated[
         str | None,
@@ -29,10 +31,11 @@ def embed_init_cli(
         ),
     ] = None,
     pooling: Annotated[
-        str | None, typer.Option("--pooling", help="subword-mean (default) | contextual; kobert and hf only.")
+        Pooling | None,
+        typer.Option("--pooling", help="subword-mean (default) | contextual; kobert and hf only."),
     ] = None,
     segment: Annotated[
-        str | None, typer.Option("--segment", help="none (default) | kiwi (morpheme pre-segmentation).")
+        Segment | None, typer.Option("--segment", help="none (default) | kiwi (morpheme pre-segmentation).")
     ] = None,
     dim: Annotated[
         int | None,

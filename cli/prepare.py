@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from querylearn.cli.app import app, console
+from querylearn.cli.choices import PrepareSource, SplitMode
 from querylearn.config_loader import stage_config
 from querylearn.data.build import DEFAULT_SEQ_LEN, DEFAULT_SYNTHETIC_USERS, SOURCE_SEQ_LEN, BuildOptions
 from querylearn.data.sources import SOURCES, prepare
@@ -66,14 +67,15 @@ LAST_HELP = (
 
 @app.command("prepare")
 def prepare_cli(
-    source: Annotated[str, typer.Argument(help="synthetic | movielens-100k | kmrd | files | teracon")],
+    source: Annotated[PrepareSource, typer.Argument(help="The data source.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
     users: Annotated[int | None, typer.Option(
         help=f"[synthetic] users (default {DEFAULT_SYNTHETIC_USERS}); [files] keep the first N user ids.")] = None,
     seed: Annotated[int | None, typer.Option(
         help=f"Seed of the generator and of the splits (default {B.seed}).")] = None,
-    noisy_task: Annotated[bool, typer.Option(
-        "--noisy-task", help="[synthetic] add TERACON's uninformative task TN.")] = False,
+    noisy_task: Annotated[bool | None, typer.Option(
+        "--noisy-task/--no-noisy-task",
+        help="[synthetic] add TERACON's uninformative task TN (default no).")] = None,
     path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
     queries: Annotated[Path | None, typer.Option(
         help="[files] query log CSV/Parquet (user_id, timestamp, query): a file, a folder of parts, "
@@ -87,12 +89,13 @@ def prepare_cli(
         help=f"Queries seen fewer times map to <unk> (default {B.min_count}).")] = None,
     min_label_count: Annotated[int | None, typer.Option(
         help=f"Drop label rows of labels seen fewer times (counted; default {B.min_label_count}).")] = None,
-    split: Annotated[str | None, typer.Option(
+    split: Annotated[SplitMode | None, typer.Option(
         help="user (default: one user-level 80/5/15 split) | example (parity mode).")] = None,
     chunk_rows: Annotated[int | None, typer.Option(
         help=f"Rows per chunk when reading the log (default {B.chunk_rows:_}).")] = None,
     exclude_last_interaction: Annotated[
-        bool, typer.Option("--exclude-last-interaction", help=LAST_HELP)] = False,
+        bool | None,
+        typer.Option("--exclude-last-interaction/--include-last-interaction", help=LAST_HELP)] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML with BuildOptions keys (docs/config.md); --set/flags override it.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
@@ -114,9 +117,9 @@ def prepare_cli(
         "split": split,
         "seed": seed,
         "chunk_rows": chunk_rows,
-        "exclude_last_interaction": exclude_last_interaction or None,
+        "exclude_last_interaction": exclude_last_interaction,
         "users": users,
-        "synthetic.noisy_task": noisy_task or None,
+        "synthetic.noisy_task": noisy_task,
     }
     opts = stage_config(BuildOptions, config=config, sets=sets, flags=flags)
     t0 = time.perf_counter()

@@ -62,3 +62,38 @@ class RichProgress:
     def close(self) -> None:
         if self.progress.live.is_started:
             self.progress.stop()
+
+
+class StepProgress:
+    """Rich progress bars for ``querylearn.progress.track`` loops (one bar per loop, removed when it
+    ends); the display starts with the first bar and stops at :meth:`close`."""
+
+    def __init__(self, console=None):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+        )
+
+    def start(self, description: str, total: int | None):
+        if not self.progress.live.is_started:
+            self.progress.start()
+        return self.progress.add_task(description, total=total)
+
+    def advance(self, handle) -> None:
+        self.progress.update(handle, advance=1)
+
+    def stop(self, handle) -> None:
+        self.progress.remove_task(handle)
+
+    def close(self) -> None:
+        if self.progress.live.is_started:
+            self.progress.stop()

@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from querylearn.cli.app import app, console
+from querylearn.cli.app import app, console, print_table
+from querylearn.cli.choices import ExportUsers, Strategy
+from querylearn.cli.tracking import LogTo
 from querylearn.config_loader import parse_dotted_args as parse_overrides
 from querylearn.config_loader import parse_sets
 from querylearn.errors import ConfigError
@@ -77,12 +79,8 @@ def train_sequence_cli(
         ),
     ] = None,
     strategy: Annotated[
-        str | None,
-        typer.Option(
-            "--strategy",
-            help="teracon (default) | finetune | single | multitask | hat | conure | teracon-noretention | "
-            "teracon-rho1 | teracon-plain.",
-        ),
+        Strategy | None,
+        typer.Option("--strategy", help="Continual strategy or ablation (default teracon)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML with any TrainConfig keys; flags override it.")
@@ -101,8 +99,11 @@ def train_sequence_cli(
         str | None, typer.Option("--device", help="auto (default) | cpu | cuda | cuda:N | mps.")
     ] = None,
     with_single: Annotated[
-        bool, typer.Option("--with-single", help="Also train one model per task alone (SinMo) for FWT.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--with-single/--no-with-single", help="Also train one model per task alone (SinMo) for FWT."
+        ),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue RUN_DIR from its last complete checkpoint.")
     ] = None,
@@ -113,6 +114,12 @@ def train_sequence_cli(
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config key: --set section.key=value (repeatable)."),
+    ] = None,
+    log_to: Annotated[
+        LogTo | None,
+        typer.Option(
+            "--log-to", help="Also send the epoch records to an experiment tracker (optional extras)."
+        ),
     ] = None,
     nproc: Annotated[
         int,
@@ -131,7 +138,8 @@ def train_sequence_cli(
     if nproc != 1:
         values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
                   "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed,
-                  "--device": device, "--resume": resume, "--add-task": add_task}
+                  "--device": device, "--resume": resume, "--add-task": add_task,
+                  "--log-to": getattr(log_to, "value", log_to)}
         args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
         args += ["--with-single"] * with_single + ["--progress" if progress else "--no-progress"]
         args += [a for v in sets or [] for a in ("--set", v)]
@@ -148,32 +156,42 @@ def train_sequence_cli(
     flag_values = {"strategy": strategy, "seed": seed, "device": device}
     if tasks is not None:
         flag_values["tasks"] = [t.strip() for t in tasks.split(",") if t.strip()]
-    if with_single:
-        flag_values["with_single"] = True
+    if with_single is not None:
+        flag_values["with_single"] = with_single
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
-    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws progress
-    reporter = RichProgress(console) if progress and console.is_terminal and rank0 else None
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws, tracks and reports
+    show = progress and console.is_terminal and not console.quiet and rank0
+    reporter = RichProgress(console) if show else None
+    tracker = None
+    if log_to is not None and (resume or out) is not None and rank0:
+        from querylearn.cli.tracking import make_tracker
+
+        tracker, close_tracker = make_tracker(log_to, resume if resume is not None else out)
+        ctx.call_on_close(close_tracker)  # also when training fails
     if resume is not None:
         if overrides or config is not None or data is not None or embeddings is not None:
             raise ConfigError(
                 "--resume continues with the run's stored config.toml; "
                 "drop --data, --config, --embeddings and overrides"
             )
-        metrics = train_sequence(out=out, resume=resume, add_task=add_task, progress=reporter)
+        metrics = train_sequence(
+            out=out, resume=resume, add_task=add_task, progress=reporter, tracker=tracker
+        )
         run_dir = resume
     else:
         if out is not None:
             check_out_dir(out)
         cfg = load_config(TrainConfig, config, overrides)  # errors name the file or the override
         metrics = train_sequence(
-            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter
+            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter,
+            tracker=tracker,
         )
         run_dir = out
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    if not rank0:
         return
-    console.print(render_r(metrics))
+    print_table(render_r(metrics))
     for table in render_references(metrics):
-        console.print(table)
+        print_table(table)
     console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
 
 
@@ -207,14 +225,25 @@ def _launch(nproc: int, args: list[str], out: Path | None) -> None:
 def export_users_cli(
     run: Annotated[Path, typer.Option("--run", help="Run directory of 'querylearn train-sequence'.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write (user_id, embedding).")],
-    task: Annotated[
+    after_task: Annotated[
         str | None,
         typer.Option(
-            "--task", help="Task whose mask (and, for 'single', model) is used; default the last task."
+            "--after-task",
+            help="Use the model as it was after learning this task (trained on T1..TASK only); "
+            "default the last task learnt.",
+        ),
+    ] = None,
+    mask_task: Annotated[
+        str | None,
+        typer.Option(
+            "--mask-task",
+            "--task",
+            help="Task whose mask (and, for 'single', model) is used; default the --after-task "
+            "checkpoint's last task. --task is the older name.",
         ),
     ] = None,
     users: Annotated[
-        str, typer.Option("--users", help="all | test: every user or only the test split's users.")
+        ExportUsers, typer.Option("--users", help="Every user or only the test split's users.")
     ] = "all",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
     wide: Annotated[bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")] = False,
@@ -222,5 +251,10 @@ def export_users_cli(
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
-    info = export_users(run, out, task=task, users=users, batch_size=batch_size, wide=wide)
-    console.print(f"wrote {info['n_users']:,} users x {info['dim']} dims (task {info['task']}) to {out}")
+    info = export_users(
+        run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size, wide=wide
+    )
+    console.print(
+        f"wrote {info['n_users']:,} users x {info['dim']} dims (model after {info['after_task']}, "
+        f"mask of {info['task']}) to {out}"
+    )

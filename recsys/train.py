@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from querylearn.errors import ConfigError, QuerylearnError
+from querylearn.progress import track
 from querylearn.recsys.evaluate import candidate_ranks
 from querylearn.recsys.interactions import Split, train_matrix_keys
 from querylearn.recsys.ncf import MODELS, NCF
@@ -35,7 +36,7 @@ class NCFConfig:
     epochs: int = 10
     weight_decay: float = 0.0
     select_by_valid: bool = True  # keep the epoch with the best validation HR@10
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when available, else cpu (as train-sequence)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -105,7 +106,9 @@ def train_ncf(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 7])
-    device = torch.device(config.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    )
     rep_t = None if reps is None else torch.as_tensor(np.asarray(reps, dtype=np.float32))
     model = NCF(
         split.n_users,
@@ -129,7 +132,7 @@ def train_ncf(
     best_hr, best_epoch, best_state = -1.0, config.epochs, None
     result = TrainResult(model=model, best_epoch=config.epochs)
     untrained = torch.as_tensor(split.n_train == 0, device=device)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in track(range(1, config.epochs + 1), f"training {config.model}"):
         model.train()
         neg_u = np.repeat(pos_u, k)
         neg_i = sample_train_negatives(neg_u, split.n_items, keys, rng)

@@ -60,7 +60,8 @@ def test_cold_user_count_matches_the_rule(demo_dir):
                 assert 0.0 <= entry[g][k] <= 1.0
             assert entry[g]["hr@1"] <= entry[g]["hr@5"] <= entry[g]["hr@10"]
     # one source per run and task of the seed study (after T4 and after T7)
-    assert "neumf-rep[teracon-random@T4]" in rep["methods"] and "neumf-rep[teracon-random@T7]" in rep["methods"]
+    assert "neumf-rep[teracon-random@T4/mask-T4]" in rep["methods"]
+    assert "neumf-rep[teracon-random@T7/mask-T7]" in rep["methods"]
 
 
 def test_report_has_tables_and_figures(demo_dir):
@@ -109,4 +110,4 @@ def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
     meta = json.loads((out / "emb" / "kobert" / "meta.json").read_text())
     assert meta["source"] == "kobert" and meta["pooling"] == "subword-mean"
     rep = json.loads((out / "coldstart" / "report.json").read_text())
-    assert "neumf-rep[teracon-kobert@T7]" in rep["methods"]
+    assert "neumf-rep[teracon-kobert@T7/mask-T7]" in rep["methods"]

@@ -125,3 +125,55 @@ def test_export_of_a_run_without_task_checkpoints(run, tmp_path):
         path.write_text(json.dumps(meta))
     ids, vecs = export_user_representations(tmp_path / "old", task="T1")
     assert ids == new_ids and np.array_equal(vecs, new_vecs)
+
+
+def test_after_task_selects_the_checkpoint_after_that_task(run, tmp_path):
+    """Issue 17: --after-task T picks the model trained on T1..T only (not the run's last one);
+    the mask is its own choice (default: that checkpoint's last task)."""
+    cfg = load_config(
+        TrainConfig,
+        None,
+        {"strategy": "finetune", "tasks": ["T1", "T2", "T3"], "model.channels": 8, "model.dilations": [1],
+         "t1.max_epochs": 1, "t2.max_epochs": 2, "later.max_epochs": 1, "threads": 1},
+    )
+    train_sequence(run / "ds", tmp_path / "ft", config=cfg)
+    ds = load_dataset(run / "ds")
+    seqs = torch.as_tensor(ds.sequences.astype(np.int64))
+    _, after1 = export_user_representations(tmp_path / "ft", after_task="T1")
+    _, after2 = export_user_representations(tmp_path / "ft", after_task="T2")
+    _, last = export_user_representations(tmp_path / "ft")
+    # fine-tuning on T2 moves the shared backbone, so the two exports differ
+    assert not np.allclose(after1, after2, atol=1e-4)
+    for name, vecs in (("01-T1", after1), ("02-T2", after2), ("03-T3", last)):
+        model, _, _ = load_checkpoint(tmp_path / "ft" / "checkpoints" / f"{name}.json")
+        with torch.no_grad():
+            direct = model.encode(seqs, None).numpy()
+        assert np.allclose(direct, vecs, atol=1e-6), name
+    # the old behaviour (the last model, an earlier task's mask) stays reachable
+    _, old = export_user_representations(tmp_path / "ft", mask_task="T1")
+    assert np.array_equal(old, last)
+    out = tmp_path / "u.parquet"
+    with pytest.raises(SystemExit) as exc:
+        main(["export-users", "--run", str(tmp_path / "ft"), "--out", str(out), "--after-task", "T2"])
+    assert exc.value.code == 0
+    meta = json.loads(pq.read_table(out).schema.metadata[b"querylearn"])
+    assert meta["after_task"] == "T2" and meta["task"] == "T2" and meta["checkpoint"].endswith("02-T2.json")
+    with pytest.raises(QuerylearnError, match="--mask-task T3: the model after T1 has learnt T1"):
+        export_user_representations(tmp_path / "ft", after_task="T1", mask_task="T3")
+    with pytest.raises(QuerylearnError, match="--after-task T9"):
+        export_user_representations(tmp_path / "ft", after_task="T9")
+
+
+def test_after_task_with_an_earlier_mask_on_teracon(run):
+    """The teracon run of the fixture: after T2 with T1's mask is the checkpoint 02 model under T1's mask."""
+    from querylearn.export import resolve_export
+
+    path, after, mask = resolve_export(run / "run", "T2", "T1")
+    assert path.name == "02-T2.json" and (after, mask) == ("T2", "T1")
+    _, vecs = export_user_representations(run / "run", after_task="T2", mask_task="T1")
+    model, _, _ = load_checkpoint(path)
+    ds = load_dataset(run / "ds")
+    with torch.no_grad():
+        ids = torch.as_tensor(ds.sequences.astype(np.int64))
+        direct = model.encode(ids, model.task_masks("T1", model.smax))
+    assert np.allclose(direct.numpy(), vecs, atol=1e-6)

@@ -52,4 +52,4 @@ def test_train_sequence_numbers_unchanged(work, strategy):
 
 
 def test_coldstart_report_unchanged(work):
-    assert golden_cases.case_coldstart(work) == GOLDEN["coldstart"]
+    assert golden_cases.case_coldstart(work) == golden_cases.normalise_coldstart(GOLDEN["coldstart"])

@@ -254,12 +254,14 @@ def test_several_runs_and_tasks_make_one_table(toy_dataset, tmp_path, capsys, mo
     ds = load_dataset(toy_dataset)
     calls = []
 
-    def fake_export(run_dir, task=None, users="all"):
-        calls.append((Path(run_dir).name, task, users))
+    def fake_export(run_dir, task=None, users="all", *, after_task=None, mask_task=None):
+        calls.append((Path(run_dir).name, after_task, mask_task, users))
         rng = np.random.default_rng(len(calls))
         return list(ds.user_ids), rng.standard_normal((ds.n_users, 4)).astype(np.float32)
 
     monkeypatch.setattr(export, "export_user_representations", fake_export)
+    # the checkpoint after each task; its mask by default (the last task it learnt)
+    monkeypatch.setattr(export, "resolve_export", lambda run, after, mask: (None, after, mask or after))
     runs = [tmp_path / "teracon", tmp_path / "finetune"]
     for r in runs:
         r.mkdir()
@@ -294,18 +296,18 @@ def test_several_runs_and_tasks_make_one_table(toy_dataset, tmp_path, capsys, mo
     )
     assert code in (0, None)
     assert calls == [
-        ("teracon", "T1", "all"),
-        ("teracon", "T3", "all"),
-        ("finetune", "T1", "all"),
-        ("finetune", "T3", "all"),
+        ("teracon", "T1", "T1", "all"),
+        ("teracon", "T3", "T3", "all"),
+        ("finetune", "T1", "T1", "all"),
+        ("finetune", "T3", "T3", "all"),
     ]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert list(report["methods"]) == [
         "neumf-rep[random-d4]",
-        "neumf-rep[teracon@T1]",
-        "neumf-rep[teracon@T3]",
-        "neumf-rep[finetune@T1]",
-        "neumf-rep[finetune@T3]",
+        "neumf-rep[teracon@T1/mask-T1]",
+        "neumf-rep[teracon@T3/mask-T3]",
+        "neumf-rep[finetune@T1/mask-T1]",
+        "neumf-rep[finetune@T3/mask-T3]",
     ]
 
 

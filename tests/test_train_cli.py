@@ -95,7 +95,7 @@ def test_strategy_and_tasks_flags(toy, tmp_path, capsys):
     "extra, message",
     [
         (["--model.chanels", "8"], "unknown config key 'model.chanels'"),
-        (["--strategy", "ewc"], "unknown strategy 'ewc'"),
+        (["--set", "strategy=ewc"], "unknown strategy 'ewc'"),  # the flag itself is an enum (exit 2)
         (["--epochs", "x"], "--epochs"),
         (["--tasks", "T2,T1"], "must come first"),
         (["--device", "cuda:63"], "not available here"),

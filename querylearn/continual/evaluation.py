@@ -21,7 +21,6 @@ from querylearn.models.user_encoder import UserEncoder
 from querylearn.ranking import DEFAULT_CLASS_CHUNK, target_ranks
 
 
-@torch.no_grad()
 def evaluate(
     model: UserEncoder,
     task: TaskData,
@@ -35,10 +34,39 @@ def evaluate(
     """Ranking metrics (mrr/hr/ndcg@5/20, accuracy = hit@1) over every row of ``split``.
 
     sequences [n_users, L]. Ranks are counted in torch (number of strictly higher logits, as in
-    querylearn.metrics), over at most ``class_chunk`` classes at a time (querylearn.ranking) for heads
-    whose logits are per-class scores; a copy head's log-mixture is normalised over the classes it
-    scores, so it is scored over all classes at once.
+    querylearn.metrics), over at most ``class_chunk`` classes at a time (see :func:`row_ranks`).
     """
+    return metrics_of_ranks(row_ranks(model, task, split, sequences, config=config, batch_size=batch_size,
+                                      class_chunk=class_chunk))
+
+
+def metrics_of_ranks(rank_arr: np.ndarray) -> dict[str, float | int | None]:
+    """The named metrics of :func:`evaluate` (+ ``n``) from per-row 0-based ranks [N]."""
+    metrics: dict[str, float | int | None] = {
+        k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
+    }
+    metrics["n"] = int(len(rank_arr))
+    return metrics
+
+
+@torch.no_grad()
+def row_ranks(
+    model: UserEncoder,
+    task: TaskData,
+    split: str,
+    sequences: torch.Tensor,
+    *,
+    config: TrainConfig,
+    batch_size: int,
+    class_chunk: int = DEFAULT_CLASS_CHUNK,
+) -> np.ndarray:
+    """0-based rank of the target of every row of ``split`` in stored order -> [N] int64
+    (the per-row outcomes behind :func:`evaluate`; ``RUN_DIR/ranks.npz`` keeps the test ones).
+
+    Heads whose logits are per-class scores are scored over at most ``class_chunk`` classes at a time
+    (querylearn.ranking: bounded memory for 10^6 queries, the same ranks); a copy head's log-mixture is
+    normalised over the classes it scores, so it is scored over all classes at once. Under torchrun each
+    rank scores its share of the rows and every rank returns all of them (in order)."""
     was_training = model.training
     model.eval()
     device = sequences.device
@@ -64,16 +92,10 @@ def evaluate(
         def score(h: torch.Tensor, cand: torch.Tensor | None, ids: torch.Tensor = ids) -> torch.Tensor:
             return model.head_logits(h, task.name, cand, ids=ids)  # [B, n | S]
 
-        # scored in chunks of classes: bounded memory for 10^6 queries
         ranks.append(target_ranks(hidden, score, n_classes, y, excluded=excluded, chunk=chunk).cpu())
     model.train(was_training)
     local = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.int64)
-    rank_arr = distributed.gather_ranks(local).numpy()
-    metrics: dict[str, float | int | None] = {
-        k: (None if math.isnan(v) else v) for k, v in ranking_metrics(rank_arr, (5, 20)).items()
-    }
-    metrics["n"] = int(len(rank_arr))
-    return metrics
+    return distributed.gather_ranks(local).numpy()
 
 
 def selection_value(metrics: dict, task: TaskData, selection: str) -> float | None:

@@ -7,6 +7,10 @@
   contract.
 - ``masks.npz``: every task's masks at s = smax after the last task learnt (strategies with task
   masks only), for the report's task-relation figure.
+- ``ranks.npz``: the per-row test outcomes behind R, for the report's bootstrap intervals:
+  ``R_i_j`` [n_j] int32 = 0-based rank of each test row's target of task j (run order) after
+  learning task i, ``single_j`` the same for the SinMo reference, ``users_j`` [n_j] int32 = the
+  dataset user index of each row (rows are resampled by user).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ METRICS_KIND = "train-metrics"
 METRICS_SCHEMA_VERSION = 1
 MASKS_FILE = "masks.npz"
 REFERENCE_COLUMNS = ("mrr@5", "hr@5", "ndcg@5", "mrr@20", "hr@20", "accuracy")
+RANKS_FILE = "ranks.npz"
 
 Row = list[float | None]
 
@@ -211,3 +216,14 @@ def read_masks(run_dir: Path) -> tuple[list[str], np.ndarray] | None:
         return None
     data = read_npz(path)
     return [str(t) for t in data["tasks"]], data["masks"]
+
+
+def write_ranks(run_dir: Path, ranks: dict[str, np.ndarray]) -> None:
+    """``ranks.npz`` (see the module docstring), members in a fixed (sorted) order."""
+    write_npz(Path(run_dir) / RANKS_FILE, **{k: ranks[k] for k in sorted(ranks)})
+
+
+def read_ranks(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``ranks.npz``, or None for runs written before it."""
+    path = Path(run_dir) / RANKS_FILE
+    return read_npz(path) if path.is_file() else None

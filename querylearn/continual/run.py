@@ -10,6 +10,7 @@ answers for a task (:mod:`protocol`); it never tests a strategy's name.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 from collections.abc import Callable
@@ -31,10 +32,10 @@ from querylearn.continual.data import (
     resolve_task_order,
     task_data,
 )
-from querylearn.continual.evaluation import evaluate
+from querylearn.continual.evaluation import metrics_of_ranks, row_ranks
 from querylearn.continual.fit import FitResult, Progress, fit, seed_everything
 from querylearn.continual.protocol import ContinualStrategy
-from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, write_masks
+from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, read_ranks, write_masks, write_ranks
 from querylearn.continual.strategies import build_strategy
 from querylearn.data.dataset import Dataset, check_dataset_fingerprint, dataset_fingerprint, load_dataset
 from querylearn.errors import ArtifactError, ConfigError, QuerylearnError
@@ -63,8 +64,10 @@ class _Run:
         order: list[str],
         vectors: np.ndarray | None,
         progress: Progress | None,
+        tracker: Callable[[str, dict], None] | None = None,
     ):
         self.run_dir = run_dir
+        self.tracker = tracker  # also receives every log record: (log name NN-TASK, record)
         self.config = config
         self.ds = ds
         self.order = order
@@ -80,6 +83,7 @@ class _Run:
         self.history: dict = {"R": [], "R_detail": [], "single": [], "single_detail": [], "per_task": []}
         self.models: dict[int, UserEncoder] = {}  # position -> model that may answer for a task
         self._references: dict[str, dict] = {}
+        self.ranks: dict[str, np.ndarray] = {}  # ranks.npz: per-row test ranks behind R (results.py)
 
     def new_model(self, masking: str) -> UserEncoder:
         return UserEncoder(
@@ -100,10 +104,18 @@ class _Run:
             return (lambda record: None), open(os.devnull, "w")
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "w", encoding="utf-8")
+        steps = [0]  # optimizer steps of this log's fit so far
 
         def log(record: dict) -> None:
+            # every record carries when it was written (UTC, ISO 8601), the cumulative step and its epoch
+            steps[0] += int(record.get("steps", 0))
+            now = datetime.datetime.now(datetime.UTC)
+            stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            record = {"timestamp": stamp, "step": steps[0], **record}
             fh.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
             fh.flush()
+            if self.tracker is not None:
+                self.tracker(path.stem, record)
 
         return log, fh
 
@@ -161,12 +173,16 @@ class _Run:
             log_path=self.run_dir / "logs" / "single" / f"{position + 1:02d}-{name}.jsonl",
             label=f"single {name}",
         )
-        return self._evaluate(model, position)
+        return self._evaluate(model, position, f"single_{position}")
 
-    def _evaluate(self, model: UserEncoder, j: int) -> dict:
-        batch_size = self.config.phase(j).eval_batch_size
-        return evaluate(model, self.tasks[self.order[j]], "test", self.sequences, config=self.config,
-                        batch_size=batch_size)
+    def _evaluate(self, model: UserEncoder, j: int, key: str) -> dict:
+        """Task j's test metrics; its per-row ranks are kept under ``key`` for ranks.npz."""
+        task = self.tasks[self.order[j]]
+        ranks = row_ranks(model, task, "test", self.sequences, config=self.config,
+                          batch_size=self.config.phase(j).eval_batch_size)
+        self.ranks[key] = ranks.astype(np.int32)
+        self.ranks[f"users_{j}"] = task.users["test"].astype(np.int32)
+        return metrics_of_ranks(ranks)
 
     def _keep_models(self, position: int) -> None:
         """Keep only the models that answer for a task after ``position``."""
@@ -183,7 +199,7 @@ class _Run:
         self._keep_models(position)
         row, detail = [], []
         for j in range(position + 1):
-            m = self._evaluate(self.models[self.strategy.model_position(j, position)], j)
+            m = self._evaluate(self.models[self.strategy.model_position(j, position)], j, f"R_{position}_{j}")
             detail.append(m)
             row.append(m[self.tasks[self.order[j]].metric])
         self.history["R"].append(row + [None] * (len(self.order) - len(row)))
@@ -202,9 +218,10 @@ class _Run:
             single = detail[-1] if self.strategy.reference_diagonal else self.reference(position)
             self.history["single"].append(single[self.tasks[name].metric])
             self.history["single_detail"].append(single)
-        seen = self.order[: position + 1]
-        if not distributed.world().is_main:  # checkpoints and masks are rank 0's
+        if not distributed.world().is_main:  # ranks, checkpoints and masks are rank 0's
             return model
+        write_ranks(self.run_dir, self.ranks)
+        seen = self.order[: position + 1]
         save_checkpoint(
             _stem(self.run_dir, position, name),
             model,
@@ -240,6 +257,7 @@ class _Run:
             )
         self.strategy.load_state_dict(strategy_state)
         self.history = meta["history"]
+        self.ranks = read_ranks(self.run_dir) or {}
         for row in self.history["R"]:  # the order may have grown by --add-task
             row.extend([None] * (len(self.order) - len(row)))
         self.models = {position: model}
@@ -332,13 +350,15 @@ def train_sequence(
     add_task: str | None = None,
     progress: Progress | None = None,
     on_task_end: Callable[[int, str, dict], None] | None = None,
+    tracker: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Train the task sequence and write RUN_DIR; returns the metrics dict (also ``metrics.json``).
 
     New run: ``data`` + ``out`` + ``config``. ``resume=RUN_DIR`` continues from the last complete
     checkpoint with the stored config (``data``/``config`` must be None); ``add_task=NAME`` (with
     ``resume``) appends one more task to a finished run. ``on_task_end(position, name, metrics)``
-    is called after each task's checkpoint (tests use it to simulate an interruption).
+    is called after each task's checkpoint (tests use it to simulate an interruption);
+    ``tracker(log_name, record)`` receives every JSONL log record too (``--log-to``).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -381,8 +401,8 @@ def train_sequence(
     check_tasks(ds, order)
     vectors = load_input_vectors(embeddings, ds) if embeddings is not None else None
     if not world.is_main:
-        progress = None
-    run = _Run(run_dir, config, ds, order, vectors, progress)
+        progress, tracker = None, None
+    run = _Run(run_dir, config, ds, order, vectors, progress, tracker)
     distributed.barrier()  # every rank has checked the run folder before rank 0 writes to it
     if world.is_main:
         _write_run_files(run_dir, config, order, data, embeddings)

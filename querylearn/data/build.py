@@ -22,6 +22,7 @@ from querylearn.data.splits import SPLIT_MODES, permuted_split, split_sizes
 from querylearn.data.tasks import DEFAULT_METRIC
 from querylearn.data.vocab import PAD_ID, QueryVocab
 from querylearn.errors import ConfigError, DataError
+from querylearn.progress import track
 
 DEFAULT_SEQ_LEN = 60
 # sources whose own papers use shorter histories (MovieLens-100k / KMRD: the last 30 ratings)
@@ -137,7 +138,9 @@ class LogAccumulator:
 
     def read_file(self, path: str | Path, chunk_rows: int) -> None:
         self.path = str(path)
-        for chunk in iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=chunk_rows, allow_empty=("query",)):
+        columns = ("user_id", "timestamp", "query")
+        chunks = iter_table(path, columns, chunk_rows=chunk_rows, allow_empty=("query",))
+        for chunk in track(chunks, f"reading {Path(path).name} ({chunk_rows:,}-row chunks)"):
             self.add(chunk)
 
     @property
