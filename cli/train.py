@@ -141,7 +141,9 @@ def train_sequence_cli(
                   "--device": device, "--resume": resume, "--add-task": add_task,
                   "--log-to": getattr(log_to, "value", log_to)}
         args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
-        args += ["--with-single"] * with_single + ["--progress" if progress else "--no-progress"]
+        if with_single is not None:
+            args.append("--with-single" if with_single else "--no-with-single")
+        args.append("--progress" if progress else "--no-progress")
         args += [a for v in sets or [] for a in ("--set", v)]
         _launch(nproc, args + list(ctx.args), out)
         return

@@ -93,3 +93,39 @@ def test_two_gloo_processes_give_one_process_r_matrix(conflict, tmp_path):
     # interrupted after T1, resumed from its checkpoint (T2 and T3 trained): the uninterrupted run's metrics
     assert r0[4:] == [two["R"], [2, [1, 2]]]
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["R"] == two["R"]
+
+
+def test_nproc_forwards_every_flag(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from querylearn.cli.main import main
+
+    seen = []
+
+    def fake_run(cmd, check):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit) as e:
+        main(["train-sequence", "--data", "D", "--out", out, "--nproc", "2", "--seed", "3",
+              "--no-with-single", "--no-progress", "--set", "threads=1", "--model.channels", "16"])
+    assert e.value.code in (0, None)
+    assert seen == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                     "-m", "querylearn", "train-sequence", "--data", "D", "--out", out, "--seed", "3",
+                     "--no-with-single", "--no-progress", "--set", "threads=1", "--model.channels", "16"]]
+
+
+def test_nproc_builds_the_torchrun_command():
+    import sys
+
+    from querylearn.cli.train import torchrun_command
+    from querylearn.errors import ConfigError
+
+    assert torchrun_command(2, ["--data", "D", "--out", "R"]) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "querylearn", "train-sequence", "--data", "D", "--out", "R"]
+    with pytest.raises(ConfigError, match="--nproc 0"):
+        torchrun_command(0, [])
