@@ -261,18 +261,49 @@ def run_demo(
     console.print(f"report: {path}  (figures in {out / 'figures'}); total {seconds['total']:.0f}s")
     from querylearn.artifacts import write_json
 
-    write_json(
-        out / "demo.json",
-        {
-            "preset": preset,
-            "users": users or p.users,
-            "seed": seed,
-            "sources": list(tables),
-            "strategies": [f"{s}-{e}" for s, e in plan],
-            "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        },
+    summary = DemoSummary(
+        preset=preset,
+        users=users or p.users,
+        seed=seed,
+        sources=list(tables),
+        strategies=[f"{s}-{e}" for s, e in plan],
+        seconds={k: round(v, 1) for k, v in seconds.items()},
     )
+    write_json(out / "demo.json", summary.to_dict())
     return seconds
+
+
+DEMO_KIND = "demo-summary"
+DEMO_SCHEMA_VERSION = 1
+
+
+@dataclass
+class DemoSummary:
+    """``demo.json``: what the demo ran (preset, users, seed, query-vector sources, runs) and the
+    seconds per stage. ``kind`` and ``schema_version`` come first in the file."""
+
+    preset: str
+    users: int
+    seed: int
+    sources: list[str]
+    strategies: list[str]
+    seconds: dict[str, float]
+    kind: str = DEMO_KIND
+    schema_version: int = DEMO_SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {"kind": d.pop("kind"), "schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "demo.json") -> DemoSummary:
+        if data.get("kind") != DEMO_KIND or data.get("schema_version") != DEMO_SCHEMA_VERSION:
+            raise QuerylearnError(
+                f"{source}: expected kind {DEMO_KIND!r} schema_version {DEMO_SCHEMA_VERSION}, found "
+                f"{data.get('kind')!r} {data.get('schema_version')!r}"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 @app.command("demo")

@@ -116,12 +116,19 @@ def embed_init_cli(
 def embed_queries_cli(
     emb: Annotated[Path, typer.Option("--emb", help="EMB_DIR written by 'querylearn embed-init'.")],
     queries: Annotated[
-        Path, typer.Option("--queries", help="Text file, one query per line (UTF-8), or Parquet with a 'query' column.")
+        Path,
+        typer.Option(
+            "--queries", help="Text file, one query per line (UTF-8), or Parquet with a 'query' column."
+        ),
     ],
     out: Annotated[
         Path,
         typer.Option(
-            "--out", help="Output .npy (float32 [lines, dim]; OUT.json describes it) or .parquet (query, embedding, ...)."
+            "--out",
+            help=(
+                "Output .npy (float32 [lines, dim]; OUT.json describes it) "
+                "or .parquet (query, embedding, ...)."
+            ),
         ),
     ],
     model: Annotated[

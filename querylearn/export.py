@@ -7,7 +7,7 @@ holds JSON: kind "user-representations", schema_version, run dir, checkpoint, ta
 used, masking, s, pooling ("last-position"), users ("all" | "test"), dim, dataset path.
 
 The representation of a user is the backbone output at the last position of the stored sequence
-(ALGORITHMS.md 3.2), computed with the chosen task's mask at the model's evaluation scale s = smax.
+(docs/algorithms.md#readout), computed with the chosen task's mask at the model's evaluation scale s = smax.
 
 Two independent choices (issue 17): ``after_task`` picks the model *as it was after learning that
 task* (the checkpoint ``NN-AFTER.json``, trained on T1..AFTER only; default: the last task learnt),

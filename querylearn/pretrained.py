@@ -17,7 +17,7 @@
 exactly as ``export-users`` does for the dataset's users: each query is normalised with the dataset's
 rule (``querylearn.nfc-v1``), queries empty after it are dropped, the last ``seq_len`` queries are kept
 (oldest first, left-padded), and the output is the last position's hidden state under the task's mask
-at s = smax (ALGORITHMS.md 3.2).
+at s = smax (docs/algorithms.md#readout).
 """
 
 from __future__ import annotations

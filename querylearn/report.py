@@ -436,7 +436,7 @@ def rich_table(title: str, header: list[str], rows: list[list[str]]):
 
 
 def mask_similarity(masks: np.ndarray) -> np.ndarray:
-    """Pairwise cosine similarity of tasks' concatenated masks (ALGORITHMS.md 5.8).
+    """Pairwise cosine similarity of tasks' concatenated masks (docs/algorithms.md#task-relations).
 
     masks: [N, M, C] (tasks, masked layers, channels) -> [N, N].
     """

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from querylearn.cli.demo import run_demo
+from querylearn.cli.demo import DemoSummary, run_demo
 from querylearn.cli.main import main
 from querylearn.data.dataset import load_dataset
 from querylearn.report import mask_similarity
@@ -23,12 +23,28 @@ def demo_dir(tmp_path_factory):
 
 
 def test_demo_writes_every_stage(demo_dir):
-    for rel in ("data/dataset.json", "emb/random/vectors.npy", "runs/teracon-random/metrics.json",
-                "runs/finetune-random/metrics.json", "coldstart/report.json", "report.md", "demo.json"):
+    for rel in (
+        "data/dataset.json",
+        "emb/random/vectors.npy",
+        "runs/teracon-random/metrics.json",
+        "runs/finetune-random/metrics.json",
+        "coldstart/report.json",
+        "report.md",
+        "demo.json",
+    ):
         assert (demo_dir / rel).is_file(), rel
     demo = json.loads((demo_dir / "demo.json").read_text())
+    assert (demo["kind"], demo["schema_version"]) == ("demo-summary", 1)
+    assert DemoSummary.from_dict(demo).strategies == demo["strategies"]
     assert demo["strategies"] == ["teracon-random", "finetune-random"]
-    assert set(demo["seconds"]) >= {"prepare", "embed-init", "train-sequence", "coldstart-eval", "report", "total"}
+    assert set(demo["seconds"]) >= {
+        "prepare",
+        "embed-init",
+        "train-sequence",
+        "coldstart-eval",
+        "report",
+        "total",
+    }
 
 
 def test_r_matrices_are_lower_triangular_scores(demo_dir):
@@ -66,13 +82,22 @@ def test_cold_user_count_matches_the_rule(demo_dir):
 
 def test_report_has_tables_and_figures(demo_dir):
     md = (demo_dir / "report.md").read_text(encoding="utf-8")
-    for heading in ("Tasks x methods", "Run `runs/teracon-random`", "Task relations", "Cold-start recommendation"):
+    for heading in (
+        "Tasks x methods",
+        "Run `runs/teracon-random`",
+        "Task relations",
+        "Cold-start recommendation",
+    ):
         assert heading in md
     assert "(**synthetic**)" in md
     figs = demo_dir / "figures"
     names = {p.name for p in figs.glob("*.png")}
-    assert {"task_relation.png", "R_runs_teracon-random.png", "curves_runs_teracon-random.png",
-            "coldstart_coldstart.png"} <= names
+    assert {
+        "task_relation.png",
+        "R_runs_teracon-random.png",
+        "curves_runs_teracon-random.png",
+        "coldstart_coldstart.png",
+    } <= names
     for p in figs.glob("*.png"):
         assert p.read_bytes()[:8] == PNG
         assert f"figures/{p.name}" in md
@@ -111,3 +136,10 @@ def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
     assert meta["source"] == "kobert" and meta["pooling"] == "subword-mean"
     rep = json.loads((out / "coldstart" / "report.json").read_text())
     assert "neumf-rep[teracon-kobert@T7/mask-T7]" in rep["methods"]
+
+
+def test_demo_summary_refuses_another_kind():
+    from querylearn.errors import QuerylearnError
+
+    with pytest.raises(QuerylearnError, match="demo-summary"):
+        DemoSummary.from_dict({"kind": "train-metrics", "schema_version": 1})

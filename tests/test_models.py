@@ -100,7 +100,8 @@ def test_relation_mask_one_task_closed_form():
 
 
 def _reference_relation_mask(e, w, b, t, s):
-    """Independent reference from section 4.3: stack Q = [e^t; e^j, -e^j (j != t, increasing)]."""
+    """Independent reference from docs/algorithms.md#relation-aware-masks: stack
+    Q = [e^t; e^j, -e^j (j != t, increasing)]."""
     n, m, c = e.shape
     out = torch.empty(m, c)
     for layer in range(m):
@@ -130,7 +131,7 @@ def test_relation_masks_all_tasks_match_reference():
 
 
 def test_initial_relation_mask_is_sigmoid_of_bias():
-    """At init (w ≈ 0, b = 0.1) the mask is ≈ σ(0.1 s) (section 4.3)."""
+    """At init (w ≈ 0, b = 0.1) the mask is ≈ σ(0.1 s) (docs/algorithms.md#relation-aware-masks)."""
     bank = TaskMaskBank(2, 8)
     bank.add_task()
     bank.add_task()
