@@ -78,7 +78,8 @@ def prepare_cli(
         help="[synthetic] add TERACON's uninformative task TN (default no).")] = None,
     path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
     queries: Annotated[Path | None, typer.Option(
-        help="[files] query log CSV/Parquet: user_id, timestamp, query.")] = None,
+        help="[files] query log CSV/Parquet (user_id, timestamp, query): a file, a folder of parts, "
+        "or a quoted glob.")] = None,
     tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,
     interactions: Annotated[Path | None, typer.Option(
         help="[files] user_id, item_id, timestamp (optional).")] = None,
@@ -99,6 +100,12 @@ def prepare_cli(
         "--config", help="TOML with BuildOptions keys (docs/config.md); --set/flags override it.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one config key: --set section.key=value (TOML value); repeatable.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="[files] where the log is grouped: pandas (in memory) | duckdb (on disk, bounded by "
+        "--memory-limit) | auto (duckdb from 512 MiB of query files or with --memory-limit). "
+        "Same output either way.")] = "auto",
+    memory_limit: Annotated[str | None, typer.Option(
+        help="[files] DuckDB's memory limit, e.g. 4GB (it spills to a temporary folder beyond it).")] = None,
 ) -> None:
     """Build a dataset directory from a source and print its summary table (config: OUT/config.toml)."""
     if source not in SOURCES:
@@ -117,6 +124,6 @@ def prepare_cli(
     opts = stage_config(BuildOptions, config=config, sets=sets, flags=flags)
     t0 = time.perf_counter()
     manifest = prepare(source, out, opts, path=path, queries=queries, tasks=tasks, interactions=interactions,
-                       items=items)
+                       items=items, engine=engine, memory_limit=memory_limit)  # runtime: not in config.toml
     console.print(render_summary(manifest, time.perf_counter() - t0))
     console.print(f"wrote {out}/dataset.json")

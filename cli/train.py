@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -119,12 +121,32 @@ def train_sequence_cli(
             "--log-to", help="Also send the epoch records to an experiment tracker (optional extras)."
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel in N local processes (launches torchrun --standalone; gloo on CPU, "
+            "NCCL on GPU). Same as 'torchrun --nproc-per-node N -m querylearn train-sequence ...'.",
+        ),
+    ] = 1,
 ) -> None:
     """Train the task sequence (TERACON or a baseline) and report the R matrix, FWT and BWT.
 
     ``--set section.key=value`` (or the extra-option form ``--section.key value``) overrides single
     config keys, e.g. ``--set model.channels=64``.
     """
+    if nproc != 1:
+        values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
+                  "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed,
+                  "--device": device, "--resume": resume, "--add-task": add_task,
+                  "--log-to": getattr(log_to, "value", log_to)}
+        args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
+        if with_single is not None:
+            args.append("--with-single" if with_single else "--no-with-single")
+        args.append("--progress" if progress else "--no-progress")
+        args += [a for v in sets or [] for a in ("--set", v)]
+        _launch(nproc, args + list(ctx.args), out)
+        return
     from querylearn.artifacts import check_out_dir
     from querylearn.cli.progress import RichProgress
     from querylearn.config import load_config
@@ -139,9 +161,11 @@ def train_sequence_cli(
     if with_single is not None:
         flag_values["with_single"] = with_single
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
-    reporter = RichProgress(console) if progress and console.is_terminal and not console.quiet else None
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws, tracks and reports
+    show = progress and console.is_terminal and not console.quiet and rank0
+    reporter = RichProgress(console) if show else None
     tracker = None
-    if log_to is not None and (resume or out) is not None:
+    if log_to is not None and (resume or out) is not None and rank0:
         from querylearn.cli.tracking import make_tracker
 
         tracker, close_tracker = make_tracker(log_to, resume if resume is not None else out)
@@ -165,10 +189,38 @@ def train_sequence_cli(
             tracker=tracker,
         )
         run_dir = out
+    if not rank0:
+        return
     print_table(render_r(metrics))
     for table in render_references(metrics):
         print_table(table)
     console.print(f"wrote {run_dir}/metrics.json and {run_dir}/R.csv")
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The torchrun command line of ``train-sequence --nproc N`` (one machine, rendezvous on localhost)."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be at least 1")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "querylearn", "train-sequence", *args]
+
+
+def _launch(nproc: int, args: list[str], out: Path | None) -> None:
+    """Run train-sequence in ``nproc`` processes; their own messages reach the terminal."""
+    import subprocess
+
+    from querylearn.artifacts import check_out_dir
+    from querylearn.errors import QuerylearnError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--nproc launches torchrun itself; under torchrun drop --nproc")
+    cmd = torchrun_command(nproc, args)
+    if out is not None:
+        check_out_dir(out)
+    code = subprocess.run(cmd, check=False).returncode
+    if code != 0:
+        raise QuerylearnError(f"train-sequence --nproc {nproc}: the training processes failed "
+                              f"(exit code {code}); their messages are above")
 
 
 @app.command("export-users")

@@ -4,7 +4,6 @@ early stopping on the validation split (the best epoch's weights are restored at
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from querylearn.continual import distributed
 from querylearn.continual.config import PhaseConfig, TrainConfig
 from querylearn.continual.data import batches
 from querylearn.continual.evaluation import evaluate, selection_value
@@ -184,17 +184,19 @@ def _train_epoch(
     n_steps = skipped = 0
     for t, b, idx in schedule:
         ctx.s = anneal_s(b, t.n("train") / batch_size[t.name], model.smax)
+        local, share = distributed.shard(idx)  # this rank's share of the batch (all of it in one process)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            batch, loss, out = _batch_loss(model, t, idx, sequences, ctx)
+            batch, loss, out = _batch_loss(model, t, local, sequences, ctx)
             extras = strategy.extra_losses(ctx, batch, out)
             total = loss + sum(extras.values()) if extras else loss
         ctx.optimizer.zero_grad(set_to_none=True)
         total_value = float(total.detach())
-        if not math.isfinite(total_value):
+        if not distributed.all_finite(total_value):
             skipped += 1
             progress.advance(handle, None)
             continue
         total.backward()
+        distributed.average_gradients(ctx.optimizer, share)  # DDP's mean over the global batch
         strategy.after_backward(ctx)
         ctx.optimizer.step()
         strategy.after_step(ctx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from querylearn import __version__
 from querylearn.artifacts import atomic_write_bytes, read_json, write_json
 from querylearn.config import dump_toml, load_config, to_dict
+from querylearn.continual import distributed
 from querylearn.continual.checkpoint import load_checkpoint, save_checkpoint
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.data import (
@@ -71,7 +73,8 @@ class _Run:
         self.order = order
         self.vectors = vectors
         self.progress = progress
-        self.device = resolve_device(config.device)
+        # cuda:LOCAL_RANK under torchrun
+        self.device = distributed.local_device(resolve_device(config.device))
         self.sequences = torch.as_tensor(
             np.asarray(ds.sequences, dtype=np.int64), device=self.device
         )  # [n_users, L]
@@ -97,6 +100,8 @@ class _Run:
         return int(self.config.seed) * 1_000_003 + 1000 * position + offset
 
     def _logger(self, path: Path):
+        if not distributed.world().is_main:  # logs are rank 0's
+            return (lambda record: None), open(os.devnull, "w")
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "w", encoding="utf-8")
         steps = [0]  # optimizer steps of this log's fit so far
@@ -213,6 +218,8 @@ class _Run:
             single = detail[-1] if self.strategy.reference_diagonal else self.reference(position)
             self.history["single"].append(single[self.tasks[name].metric])
             self.history["single_detail"].append(single)
+        if not distributed.world().is_main:  # ranks, checkpoints and masks are rank 0's
+            return model
         write_ranks(self.run_dir, self.ranks)
         seen = self.order[: position + 1]
         save_checkpoint(
@@ -375,7 +382,8 @@ def train_sequence(
         config = config or TrainConfig()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    ds = load_dataset(data)
+    world = distributed.init_from_env(config.device)  # torchrun: join the process group (no-op otherwise)
+    ds = load_dataset(data, mmap=True)  # sequences.npy memory-mapped: the device tensor is the one copy
     if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run
         check_dataset_fingerprint(data, read_json(run_dir / "run.json").get("data_fingerprint"), run_dir)
     order = resolve_task_order(ds, config.tasks)
@@ -392,8 +400,12 @@ def train_sequence(
         config = dataclasses.replace(config, tasks=tuple(order))
     check_tasks(ds, order)
     vectors = load_input_vectors(embeddings, ds) if embeddings is not None else None
+    if not world.is_main:
+        progress, tracker = None, None
     run = _Run(run_dir, config, ds, order, vectors, progress, tracker)
-    _write_run_files(run_dir, config, order, data, embeddings)
+    distributed.barrier()  # every rank has checked the run folder before rank 0 writes to it
+    if world.is_main:
+        _write_run_files(run_dir, config, order, data, embeddings)
     model: UserEncoder | None = None
     start = 0
     if resume is not None:
@@ -408,12 +420,15 @@ def train_sequence(
         for position in range(start, len(order)):
             model = run.learn(position, model)
             metrics = run.metrics()
-            metrics.write(run_dir)
+            if world.is_main:
+                metrics.write(run_dir)
             if on_task_end is not None:
                 on_task_end(position, order[position], metrics.to_dict())
     finally:
         if progress is not None:
             progress.close()
     metrics = run.metrics()
-    metrics.write(run_dir)
+    if world.is_main:
+        metrics.write(run_dir)
+    distributed.barrier()  # the other ranks return once rank 0's files are written
     return metrics.to_dict()

@@ -88,6 +88,26 @@ class LabelTable:
     path: str = "<memory>"
 
 
+def normalised_rows(chunk: pd.DataFrame, path: str, order0: int) -> tuple[pd.DataFrame, int]:
+    """A reader chunk (user_id, timestamp, query, _row) -> (rows with a non-empty normalised query:
+    user_id, timestamp [int64 ns], order [order0 + position in chunk], query; number of empty ones).
+    The one place a log row is parsed and normalised (both prepare engines call it)."""
+    ts = parse_timestamps(path, chunk["timestamp"], chunk["_row"])
+    uniq = pd.unique(chunk["query"])
+    norm_map = dict(zip(uniq, map(normalize_query, uniq), strict=True))  # each distinct query once
+    q = chunk["query"].map(norm_map)
+    keep = (q != "").to_numpy()
+    part = pd.DataFrame(
+        {
+            "user_id": chunk["user_id"].str.strip().to_numpy()[keep],
+            "timestamp": ts[keep],
+            "order": np.arange(order0, order0 + len(chunk), dtype=np.int64)[keep],
+            "query": q.to_numpy()[keep],
+        }
+    )
+    return part, int((~keep).sum())
+
+
 @dataclass
 class LogAccumulator:
     """Streams query-log chunks, keeping the last ``seq_len`` normalised queries per user."""
@@ -107,20 +127,8 @@ class LogAccumulator:
     def add(self, chunk: pd.DataFrame) -> None:
         """chunk: user_id, timestamp, query (strings) and _row."""
         self.rows_read += len(chunk)
-        ts = parse_timestamps(self.path, chunk["timestamp"], chunk["_row"])
-        uniq = pd.unique(chunk["query"])
-        norm_map = dict(zip(uniq, map(normalize_query, uniq), strict=True))
-        q = chunk["query"].map(norm_map)
-        keep = (q != "").to_numpy()
-        self.dropped_empty += int((~keep).sum())
-        part = pd.DataFrame(
-            {
-                "user_id": chunk["user_id"].str.strip().to_numpy()[keep],
-                "timestamp": ts[keep],
-                "order": np.arange(self._order, self._order + len(chunk), dtype=np.int64)[keep],
-                "query": q.to_numpy()[keep],
-            }
-        )
+        part, dropped = normalised_rows(chunk, self.path, self._order)
+        self.dropped_empty += dropped
         self._order += len(chunk)
         vc = part["query"].value_counts()
         self._counts = vc if self._counts.empty else self._counts.add(vc, fill_value=0).astype(np.int64)
@@ -138,6 +146,10 @@ class LogAccumulator:
     @property
     def counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self._counts.items()}
+
+    def sequences(self, vocab: QueryVocab, seq_len: int) -> tuple[list[str], np.ndarray, int]:
+        """-> user_ids, sequences [U, L] int32, n_unk_positions (see ``_sequences``)."""
+        return _sequences(self.kept, vocab, seq_len)
 
     @property
     def kept(self) -> pd.DataFrame:
@@ -242,7 +254,7 @@ def _interactions(
 
 def assemble(
     out_dir: str | Path,
-    log: LogAccumulator,
+    log: LogAccumulator,  # or outofcore.DuckLogAccumulator
     tables: list[LabelTable],
     opts: BuildOptions,
     *,
@@ -255,7 +267,7 @@ def assemble(
 ) -> dict:
     """Turn an accumulated log + label tables into a dataset directory; return the manifest."""
     vocab = QueryVocab.build(log.counts, min_count=opts.min_count)
-    user_ids, seqs, unk_positions = _sequences(log.kept, vocab, opts.seq_len)
+    user_ids, seqs, unk_positions = log.sequences(vocab, opts.seq_len)
     uindex = {u: i for i, u in enumerate(user_ids)}
     user_split = permuted_split(len(user_ids), opts.seed)
     summary: dict = {

@@ -22,6 +22,7 @@ from querylearn.data.build import (
     frame_from_records,
     metric_for,
 )
+from querylearn.data.outofcore import DuckLogAccumulator, choose_engine, expand_inputs, iter_chunks
 from querylearn.data.readers import iter_table, natural_sorted, parse_timestamps
 from querylearn.data.tasks import load_task_sequence
 from querylearn.errors import DataError
@@ -33,10 +34,10 @@ def _read_all(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat(list(iter_table(path, required)), ignore_index=True)
 
 
-def _first_users(path: Path, n: int, chunk_rows: int) -> set[str]:
+def _first_users(paths: list[Path], n: int, chunk_rows: int) -> set[str]:
     """The first ``n`` user ids of a query log in natural order (integers numerically)."""
     ids: set[str] = set()
-    for chunk in iter_table(path, ("user_id",), chunk_rows=chunk_rows):
+    for _, chunk in iter_chunks(paths, ("user_id",), chunk_rows=chunk_rows):
         ids.update(chunk["user_id"].str.strip())
     return set(natural_sorted(ids)[:n])
 
@@ -52,13 +53,14 @@ def _held_out_interactions(inter: pd.DataFrame, path: str) -> pd.DataFrame:
     return last.set_index("user_id")[["item_id", "ns"]]
 
 
-def _read_log(log: LogAccumulator, path: Path, opts: BuildOptions, keep_users: set[str] | None,
+def _read_log(log: LogAccumulator, paths: list[Path], opts: BuildOptions, keep_users: set[str] | None,
               held: pd.DataFrame | None) -> dict:
     """Stream the query log into ``log``, dropping rows of users outside ``keep_users`` and, per
     user in ``held``, every query at or after the held-out interaction's time. Returns the counts."""
     dropped = {"other_users": 0, "at_or_after_held_out": 0}
-    for chunk in iter_table(path, ("user_id", "timestamp", "query"), chunk_rows=opts.chunk_rows,
-                            allow_empty=("query",)):
+    for path, chunk in iter_chunks(paths, ("user_id", "timestamp", "query"), chunk_rows=opts.chunk_rows,
+                                   allow_empty=("query",)):
+        log.path = str(path)  # errors name the file being read
         if keep_users is None and held is None:
             log.add(chunk)
             continue
@@ -81,6 +83,7 @@ def _read_log(log: LogAccumulator, path: Path, opts: BuildOptions, keep_users: s
 def prepare_files(
     out: str | Path, *, queries: str | Path, tasks: str | Path, interactions: str | Path | None = None,
     items: str | Path | None = None, opts: BuildOptions, users: int | None = None,
+    engine: str = "auto", memory_limit: str | None = None,
 ) -> dict:
     """The generic documented format: query log + tasks TOML (+ interactions, + item texts).
 
@@ -88,6 +91,8 @@ def prepare_files(
     ``opts.exclude_last_interaction``, each user's latest interaction (the item coldstart-eval holds
     out) is hidden from the representation: the user's queries at or after its time are dropped, and
     so are multi_target label rows equal to its item id; the interactions keep it.
+    ``queries``: a file, a folder of Parquet/CSV parts or a glob (outofcore.expand_inputs); ``engine``
+    (auto | pandas | duckdb) and ``memory_limit`` choose where the log is grouped (outofcore.choose_engine).
     """
     specs = load_task_sequence(tasks)
     if users is not None and users < 1:
@@ -97,9 +102,21 @@ def prepare_files(
                         "of each user is what is held out)", fix="pass --interactions FILE or drop the flag")
     inter = _read_all(Path(interactions), ("user_id", "item_id", "timestamp")) if interactions else None
     held = _held_out_interactions(inter, str(interactions)) if opts.exclude_last_interaction else None
-    keep_users = _first_users(Path(queries), users, opts.chunk_rows) if users is not None else None
-    log = LogAccumulator(opts.seq_len, path=str(queries))
-    dropped = _read_log(log, Path(queries), opts, keep_users, held)
+    paths = expand_inputs(queries)
+    keep_users = _first_users(paths, users, opts.chunk_rows) if users is not None else None
+    args = dict(paths=paths, specs=specs, queries=queries, tasks=tasks, interactions=interactions,
+                items=items, opts=opts, users=users, inter=inter, held=held, keep_users=keep_users)
+    if choose_engine(engine, paths, memory_limit) == "duckdb":
+        with DuckLogAccumulator(opts.seq_len, path=str(queries), memory_limit=memory_limit) as log:
+            return _files_from_log(out, log, **args)
+    return _files_from_log(out, LogAccumulator(opts.seq_len, path=str(queries)), **args)
+
+
+def _files_from_log(out, log, *, paths, specs, queries, tasks, interactions, items, opts, users, inter, held,
+                    keep_users) -> dict:
+    """The rest of ``prepare_files`` once the engine's log accumulator exists."""
+    dropped = _read_log(log, paths, opts, keep_users, held)
+    log.path = str(queries)
     tables = []
     held_label_rows = 0
     for s in specs:
@@ -287,7 +304,8 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | No
             noisy_task: bool | None = None,
             path: str | Path | None = None, queries: str | Path | None = None, tasks: str | Path | None = None,
             interactions: str | Path | None = None, items: str | Path | None = None,
-            seq_len_from_files: bool = False) -> dict:
+            seq_len_from_files: bool = False, engine: str = "auto",
+            memory_limit: str | None = None) -> dict:
     """Library entry of ``prepare``: dispatch on ``source``; returns the manifest.
 
     ``users`` / ``noisy_task`` (when given) replace ``opts.users`` / ``opts.synthetic.noisy_task``.
@@ -326,4 +344,4 @@ def prepare(source: str, out: str | Path, opts: BuildOptions, *, users: int | No
     if queries is None or tasks is None:
         raise DataError(source, "needs --queries LOG and --tasks TASKS.toml", fix="see docs/data.md for the formats")
     return prepare_files(out, queries=queries, tasks=tasks, interactions=interactions, items=items, opts=opts,
-                         users=opts.users)
+                         users=opts.users, engine=engine, memory_limit=memory_limit)
