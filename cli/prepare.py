@@ -32,8 +32,14 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
         s = stats.get(t["name"], {})
         skipped = sum(v for k, v in s.items() if k.startswith("skipped"))
         table.add_row(
-            t["name"], t["kind"], t["metric"], f"{t['n_users']:,}", f"{t['n_labels']:,}",
-            f"{t['splits']['train']:,}", f"{t['splits']['valid']:,}", f"{t['splits']['test']:,}",
+            t["name"],
+            t["kind"],
+            t["metric"],
+            f"{t['n_users']:,}",
+            f"{t['n_labels']:,}",
+            f"{t['splits']['train']:,}",
+            f"{t['splits']['valid']:,}",
+            f"{t['splits']['test']:,}",
             f"{skipped:,}",
         )
     s = manifest.get("summary", {})
@@ -57,8 +63,11 @@ def render_summary(manifest: dict, seconds: float | None = None) -> Table:
 
 # defaults quoted in the help texts are read from the config classes, where they are written once
 B = BuildOptions
-SEQ_LEN_HELP = f"Queries kept per user (default {DEFAULT_SEQ_LEN}; " + ", ".join(
-    f"{n} for {s}" for s, n in SOURCE_SEQ_LEN.items()) + "; the files' length for teracon)."
+SEQ_LEN_HELP = (
+    f"Queries kept per user (default {DEFAULT_SEQ_LEN}; "
+    + ", ".join(f"{n} for {s}" for s, n in SOURCE_SEQ_LEN.items())
+    + "; the files' length for teracon)."
+)
 LAST_HELP = (
     "[movielens-100k | kmrd | files] keep each user's latest interaction out of the query sequences and "
     "labels (interactions keep it), so coldstart-eval's held-out item is unseen by the representations."
@@ -69,43 +78,85 @@ LAST_HELP = (
 def prepare_cli(
     source: Annotated[PrepareSource, typer.Argument(help="The data source.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Output dataset directory (dataset.json + arrays).")],
-    users: Annotated[int | None, typer.Option(
-        help=f"[synthetic] users (default {DEFAULT_SYNTHETIC_USERS}); [files] keep the first N user ids.")] = None,
-    seed: Annotated[int | None, typer.Option(
-        help=f"Seed of the generator and of the splits (default {B.seed}).")] = None,
-    noisy_task: Annotated[bool | None, typer.Option(
-        "--noisy-task/--no-noisy-task",
-        help="[synthetic] add TERACON's uninformative task TN (default no).")] = None,
-    path: Annotated[Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")] = None,
-    queries: Annotated[Path | None, typer.Option(
-        help="[files] query log CSV/Parquet (user_id, timestamp, query): a file, a folder of parts, "
-        "or a quoted glob.")] = None,
-    tasks: Annotated[Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")] = None,
-    interactions: Annotated[Path | None, typer.Option(
-        help="[files] user_id, item_id, timestamp (optional).")] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            help=f"[synthetic] users (default {DEFAULT_SYNTHETIC_USERS}); [files] keep the first N user ids."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=f"Seed of the generator and of the splits (default {B.seed}).")
+    ] = None,
+    noisy_task: Annotated[
+        bool | None,
+        typer.Option(
+            "--noisy-task/--no-noisy-task",
+            help="[synthetic] add TERACON's uninformative task TN (default no).",
+        ),
+    ] = None,
+    path: Annotated[
+        Path | None, typer.Option(help="[movielens-100k | kmrd | teracon] the data folder.")
+    ] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="[files] query log CSV/Parquet (user_id, timestamp, query): a file, a folder of parts, "
+            "or a quoted glob."
+        ),
+    ] = None,
+    tasks: Annotated[
+        Path | None, typer.Option(help="[files] tasks TOML ([[task]] name, kind, labels).")
+    ] = None,
+    interactions: Annotated[
+        Path | None, typer.Option(help="[files] user_id, item_id, timestamp (optional).")
+    ] = None,
     items: Annotated[Path | None, typer.Option(help="[files] item_id, text: item titles (optional).")] = None,
     seq_len: Annotated[int | None, typer.Option(help=SEQ_LEN_HELP)] = None,
-    min_count: Annotated[int | None, typer.Option(
-        help=f"Queries seen fewer times map to <unk> (default {B.min_count}).")] = None,
-    min_label_count: Annotated[int | None, typer.Option(
-        help=f"Drop label rows of labels seen fewer times (counted; default {B.min_label_count}).")] = None,
-    split: Annotated[SplitMode | None, typer.Option(
-        help="user (default: one user-level 80/5/15 split) | example (parity mode).")] = None,
-    chunk_rows: Annotated[int | None, typer.Option(
-        help=f"Rows per chunk when reading the log (default {B.chunk_rows:_}).")] = None,
+    min_count: Annotated[
+        int | None, typer.Option(help=f"Queries seen fewer times map to <unk> (default {B.min_count}).")
+    ] = None,
+    min_label_count: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Drop label rows of labels seen fewer times (counted; default {B.min_label_count})."
+        ),
+    ] = None,
+    split: Annotated[
+        SplitMode | None,
+        typer.Option(help="user (default: one user-level 80/5/15 split) | example (parity mode)."),
+    ] = None,
+    chunk_rows: Annotated[
+        int | None, typer.Option(help=f"Rows per chunk when reading the log (default {B.chunk_rows:_}).")
+    ] = None,
     exclude_last_interaction: Annotated[
-        bool | None,
-        typer.Option("--exclude-last-interaction/--include-last-interaction", help=LAST_HELP)] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML with BuildOptions keys (docs/config.md); --set/flags override it.")] = None,
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override one config key: --set section.key=value (TOML value); repeatable.")] = None,
-    engine: Annotated[str, typer.Option(
-        help="[files] where the log is grouped: pandas (in memory) | duckdb (on disk, bounded by "
-        "--memory-limit) | auto (duckdb from 512 MiB of query files or with --memory-limit). "
-        "Same output either way.")] = "auto",
-    memory_limit: Annotated[str | None, typer.Option(
-        help="[files] DuckDB's memory limit, e.g. 4GB (it spills to a temporary folder beyond it).")] = None,
+        bool | None, typer.Option("--exclude-last-interaction/--include-last-interaction", help=LAST_HELP)
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="TOML with BuildOptions keys (docs/config.md); --set/flags override it."
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override one config key: --set section.key=value (TOML value); repeatable."
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="[files] where the log is grouped: pandas (in memory) | duckdb (on disk, bounded by "
+            "--memory-limit) | auto (duckdb from 512 MiB of query files or with --memory-limit). "
+            "Same output either way."
+        ),
+    ] = "auto",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="[files] DuckDB's memory limit, e.g. 4GB (it spills to a temporary folder beyond it)."
+        ),
+    ] = None,
 ) -> None:
     """Build a dataset directory from a source and print its summary table (config: OUT/config.toml)."""
     if source not in SOURCES:
@@ -123,7 +174,17 @@ def prepare_cli(
     }
     opts = stage_config(BuildOptions, config=config, sets=sets, flags=flags)
     t0 = time.perf_counter()
-    manifest = prepare(source, out, opts, path=path, queries=queries, tasks=tasks, interactions=interactions,
-                       items=items, engine=engine, memory_limit=memory_limit)  # runtime: not in config.toml
+    manifest = prepare(
+        source,
+        out,
+        opts,
+        path=path,
+        queries=queries,
+        tasks=tasks,
+        interactions=interactions,
+        items=items,
+        engine=engine,
+        memory_limit=memory_limit,
+    )  # runtime: not in config.toml
     console.print(render_summary(manifest, time.perf_counter() - t0))
     console.print(f"wrote {out}/dataset.json")

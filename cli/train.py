@@ -136,10 +136,20 @@ def train_sequence_cli(
     config keys, e.g. ``--set model.channels=64``.
     """
     if nproc != 1:
-        values = {"--data": data, "--out": out, "--embeddings": embeddings, "--strategy": strategy,
-                  "--config": config, "--tasks": tasks, "--epochs": epochs, "--seed": seed,
-                  "--device": device, "--resume": resume, "--add-task": add_task,
-                  "--log-to": getattr(log_to, "value", log_to)}
+        values = {
+            "--data": data,
+            "--out": out,
+            "--embeddings": embeddings,
+            "--strategy": strategy,
+            "--config": config,
+            "--tasks": tasks,
+            "--epochs": epochs,
+            "--seed": seed,
+            "--device": device,
+            "--resume": resume,
+            "--add-task": add_task,
+            "--log-to": getattr(log_to, "value", log_to),
+        }
         args = [a for k, v in values.items() if v is not None for a in (k, str(v))]
         if with_single is not None:
             args.append("--with-single" if with_single else "--no-with-single")
@@ -185,7 +195,12 @@ def train_sequence_cli(
             check_out_dir(out)
         cfg = load_config(TrainConfig, config, overrides)  # errors name the file or the override
         metrics = train_sequence(
-            data, out, config=cfg, embeddings=embeddings, add_task=add_task, progress=reporter,
+            data,
+            out,
+            config=cfg,
+            embeddings=embeddings,
+            add_task=add_task,
+            progress=reporter,
             tracker=tracker,
         )
         run_dir = out
@@ -201,8 +216,17 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """The torchrun command line of ``train-sequence --nproc N`` (one machine, rendezvous on localhost)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be at least 1")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "querylearn", "train-sequence", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "querylearn",
+        "train-sequence",
+        *args,
+    ]
 
 
 def _launch(nproc: int, args: list[str], out: Path | None) -> None:
@@ -219,8 +243,10 @@ def _launch(nproc: int, args: list[str], out: Path | None) -> None:
         check_out_dir(out)
     code = subprocess.run(cmd, check=False).returncode
     if code != 0:
-        raise QuerylearnError(f"train-sequence --nproc {nproc}: the training processes failed "
-                              f"(exit code {code}); their messages are above")
+        raise QuerylearnError(
+            f"train-sequence --nproc {nproc}: the training processes failed "
+            f"(exit code {code}); their messages are above"
+        )
 
 
 @app.command("export-users")
@@ -248,7 +274,9 @@ def export_users_cli(
         ExportUsers, typer.Option("--users", help="Every user or only the test split's users.")
     ] = "all",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
-    wide: Annotated[bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")
+    ] = False,
 ) -> None:
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users

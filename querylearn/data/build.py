@@ -154,8 +154,11 @@ class LogAccumulator:
     @property
     def kept(self) -> pd.DataFrame:
         if self._kept is None or self._kept.empty:
-            raise DataError(self.path, "no usable queries (every row was empty after normalisation)",
-                            fix="check the 'query' column")
+            raise DataError(
+                self.path,
+                "no usable queries (every row was empty after normalisation)",
+                fix="check the 'query' column",
+            )
         return self._kept
 
 
@@ -192,8 +195,10 @@ def _label_task(
         if multi.any():
             first = f[multi].iloc[1] if multi.sum() > 1 else f[multi].iloc[0]
             raise DataError(
-                table.path, f"user '{first['user_id']}' has more than one label in a classify task",
-                row=int(first["_row"]), fix="keep one label per user, or declare the task kind multi_target",
+                table.path,
+                f"user '{first['user_id']}' has more than one label in a classify task",
+                row=int(first["_row"]),
+                fix="keep one label per user, or declare the task kind multi_target",
             )
     counts = f["label"].value_counts()
     rare = counts[counts < opts.min_label_count].index
@@ -207,12 +212,15 @@ def _label_task(
         label = once.index[0]
         row = int(f.loc[f["label"] == label, "_row"].iloc[0])
         raise DataError(
-            table.path, f"class {label!r} occurs only once, so it cannot be both trained and evaluated",
-            row=row, fix="correct the label, or pass --min-label-count 2 to drop classes seen once",
+            table.path,
+            f"class {label!r} occurs only once, so it cannot be both trained and evaluated",
+            row=row,
+            fix="correct the label, or pass --min-label-count 2 to drop classes seen once",
         )
     if f.empty:
         raise DataError(
-            table.path, f"task '{table.name}' has no users left (after skipping "
+            table.path,
+            f"task '{table.name}' has no users left (after skipping "
             f"{stats['skipped_unknown_user_rows']} rows of users without queries)",
             fix="check that its user_id values match the query log",
         )
@@ -223,7 +231,14 @@ def _label_task(
     labels = f["label"].map(lindex).to_numpy(dtype=np.int64)
     split = user_split[users] if opts.split == "user" else permuted_split(len(users), opts.seed + task_no)
     task = TaskArrays(
-        table.name, table.kind, table.metric, users, labels, split, len(names), names,
+        table.name,
+        table.kind,
+        table.metric,
+        users,
+        labels,
+        split,
+        len(names),
+        names,
         [int(counts[n]) for n in names],
     )
     return task, stats
@@ -233,22 +248,36 @@ def _interactions(
     frame: pd.DataFrame, path: str, uindex: dict[str, int], item_texts: dict[str, str] | None
 ) -> tuple[Interactions, dict]:
     ts = parse_timestamps(path, frame["timestamp"], frame["_row"])
-    f = pd.DataFrame({"user_id": frame["user_id"].str.strip(), "item_id": frame["item_id"].str.strip(),
-                      "timestamp": ts, "order": np.arange(len(frame))})
+    f = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].str.strip(),
+            "item_id": frame["item_id"].str.strip(),
+            "timestamp": ts,
+            "order": np.arange(len(frame)),
+        }
+    )
     uidx = f["user_id"].map(uindex)
     unknown = uidx.isna()
     stats = {"rows": int(len(f)), "skipped_unknown_user_rows": int(unknown.sum())}
     f = f[~unknown].assign(u=uidx[~unknown].astype(np.int64))
     if f.empty:
-        raise DataError(path, "no interaction rows belong to users of the query log",
-                        fix="check that its user_id values match the query log")
+        raise DataError(
+            path,
+            "no interaction rows belong to users of the query log",
+            fix="check that its user_id values match the query log",
+        )
     item_ids = natural_sorted(pd.unique(f["item_id"]))
     iindex = {i: n for n, i in enumerate(item_ids)}
     f = f.assign(i=f["item_id"].map(iindex)).sort_values(["u", "timestamp", "order"], kind="stable")
     texts = [(item_texts or {}).get(i, i) for i in item_ids]
     stats["items_without_text"] = int(sum(1 for i in item_ids if i not in (item_texts or {})))
-    inter = Interactions(f["u"].to_numpy(np.int64), f["i"].to_numpy(np.int64),
-                         f["timestamp"].to_numpy(np.int64) // NS_PER_S, item_ids, texts)  # sorted by ns, stored in s
+    inter = Interactions(
+        f["u"].to_numpy(np.int64),
+        f["i"].to_numpy(np.int64),
+        f["timestamp"].to_numpy(np.int64) // NS_PER_S,
+        item_ids,
+        texts,
+    )  # sorted by ns, stored in s
     return inter, stats
 
 
@@ -285,11 +314,25 @@ def assemble(
             n_real = (seqs != PAD_ID).sum(axis=1)
             users = np.flatnonzero(n_real >= 2).astype(np.int64)
             if not len(users):
-                raise DataError(log.path, "no user has 2 or more queries, so next_query has nothing to predict",
-                                fix="provide longer query histories")
-            split = user_split[users] if opts.split == "user" else permuted_split(len(users), opts.seed + task_no)
-            tasks.append(TaskArrays(table.name, "next_query", table.metric, users, seqs[users, -1].astype(np.int64),
-                                    split, len(vocab)))
+                raise DataError(
+                    log.path,
+                    "no user has 2 or more queries, so next_query has nothing to predict",
+                    fix="provide longer query histories",
+                )
+            split = (
+                user_split[users] if opts.split == "user" else permuted_split(len(users), opts.seed + task_no)
+            )
+            tasks.append(
+                TaskArrays(
+                    table.name,
+                    "next_query",
+                    table.metric,
+                    users,
+                    seqs[users, -1].astype(np.int64),
+                    split,
+                    len(vocab),
+                )
+            )
             summary["tasks"][table.name] = {"skipped_users_with_one_query": int(len(user_ids) - len(users))}
         else:
             task, stats = _label_task(table, uindex, user_split, opts, task_no)
@@ -308,10 +351,25 @@ def assemble(
         "user_sizes": list(split_sizes(len(user_ids))),
     }
     manifest = write_dataset(
-        out_dir, source=source, synthetic=synthetic, vocab=vocab, user_ids=user_ids, sequences=seqs,
-        user_split=user_split, tasks=tasks, interactions=inter, split_info=split_info, summary=summary,
-        extra={"build": {"seq_len": opts.seq_len, "min_count": opts.min_count,
-                         "min_label_count": opts.min_label_count}, **(extra or {})},
+        out_dir,
+        source=source,
+        synthetic=synthetic,
+        vocab=vocab,
+        user_ids=user_ids,
+        sequences=seqs,
+        user_split=user_split,
+        tasks=tasks,
+        interactions=inter,
+        split_info=split_info,
+        summary=summary,
+        extra={
+            "build": {
+                "seq_len": opts.seq_len,
+                "min_count": opts.min_count,
+                "min_label_count": opts.min_label_count,
+            },
+            **(extra or {}),
+        },
     )
     write_config(out_dir, opts)  # the resolved options, readable again with --config
     return manifest
