@@ -16,7 +16,7 @@ from querylearn.cli.choices import ExportUsers, Strategy
 from querylearn.cli.tracking import LogTo
 from querylearn.config_loader import parse_dotted_args as parse_overrides
 from querylearn.config_loader import parse_sets
-from querylearn.errors import ConfigError
+from querylearn.errors import ConfigError, QuerylearnError
 
 
 def _epochs_overrides(epochs: str | None) -> dict:
@@ -234,7 +234,6 @@ def _launch(nproc: int, args: list[str], out: Path | None) -> None:
     import subprocess
 
     from querylearn.artifacts import check_out_dir
-    from querylearn.errors import QuerylearnError
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--nproc launches torchrun itself; under torchrun drop --nproc")
@@ -270,9 +269,13 @@ def export_users_cli(
             "checkpoint's last task. --task is the older name.",
         ),
     ] = None,
-    users: Annotated[
-        ExportUsers, typer.Option("--users", help="Every user or only the test split's users.")
-    ] = "all",
+    subset: Annotated[
+        ExportUsers | None,
+        typer.Option("--subset", help="Every user or only the test split's users (default all)."),
+    ] = None,
+    users_alias: Annotated[
+        ExportUsers | None, typer.Option("--users", hidden=True, help="Old name of --subset.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per forward pass.")] = 1024,
     wide: Annotated[
         bool, typer.Option("--wide", help="One float32 column per dimension (v0..v{D-1}).")
@@ -281,6 +284,9 @@ def export_users_cli(
     """Write user representations (the last position's output under a task's mask) to Parquet."""
     from querylearn.export import export_users
 
+    if subset and users_alias and subset != users_alias:
+        raise QuerylearnError(f"--subset {subset} and --users {users_alias} disagree; give only --subset")
+    users = subset or users_alias or "all"
     info = export_users(
         run, out, after_task=after_task, mask_task=mask_task, users=users, batch_size=batch_size, wide=wide
     )

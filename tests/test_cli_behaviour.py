@@ -281,6 +281,7 @@ def test_ncf_training_advances_a_bar_per_epoch(toy):
             ("teracon", "finetune", "hat"),
         ),
         (["export-users", "--run", "r", "--out", "o", "--users", "some"], ("all", "test")),
+        (["export-users", "--run", "r", "--out", "o", "--subset", "some"], ("all", "test")),
         (["coldstart-eval", "--data", "d", "--out", "o", "--ncf-model", "svd"], ("gmf", "mlp", "neumf")),
         (["coldstart-eval", "--data", "d", "--out", "o", "--model", "svd"], ("gmf", "mlp", "neumf")),
         (["coldstart-eval", "--data", "d", "--out", "o", "--variant", "x"], ("id", "init", "concat", "rep")),

@@ -177,3 +177,23 @@ def test_after_task_with_an_earlier_mask_on_teracon(run):
         ids = torch.as_tensor(ds.sequences.astype(np.int64))
         direct = model.encode(ids, model.task_masks("T1", model.smax))
     assert np.allclose(direct.numpy(), vecs, atol=1e-6)
+
+
+def test_export_subset_and_its_old_name(run, tmp_path, capsys):
+    from querylearn.data.splits import TEST
+
+    ds = load_dataset(run / "ds")
+    want = [u for u, s in zip(ds.user_ids, ds.user_split, strict=True) if s == TEST]
+    for flag in ("--subset", "--users"):  # --users: the old name, a hidden alias
+        out = tmp_path / f"{flag[2:]}.parquet"
+        with pytest.raises(SystemExit) as exc:
+            main(["export-users", "--run", str(run / "run"), "--out", str(out), flag, "test"])
+        assert exc.value.code == 0
+        assert pq.read_table(out).column("user_id").to_pylist() == want
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["export-users", "--run", str(run / "run"), "--out", str(tmp_path / "x.parquet"),
+              "--subset", "test", "--users", "all"])  # fmt: skip
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "--subset test and --users all disagree" in err and "Traceback" not in err
