@@ -333,29 +333,30 @@ def read_queries_file(path: str | Path) -> list[str]:
     return [ln.rstrip("\r") for ln in lines]
 
 
+def query_vectors_meta(result: QueryVectors, table: EmbeddingTable) -> dict:
+    """The description of embedded queries shared by the .npy sidecar and the Parquet metadata."""
+    return {
+        "kind": "query-vectors",
+        "schema_version": 1,
+        "querylearn_version": __version__,
+        "table": str(table.path.resolve()) if table.path else None,
+        "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
+        "source": table.meta.get("source"),
+        "method": table.meta.get("method"),
+        "dim": int(result.vectors.shape[1]),
+        "n_queries": len(result.queries),
+        "n_in_vocab": int(result.in_vocab.sum()),
+        "n_empty": int(result.empty.sum()),
+        "counts": result.counts,
+    }
+
+
 def write_query_vectors(out: str | Path, result: QueryVectors, table: EmbeddingTable) -> Path:
     """Write ``out`` (float32 [N, D] .npy, row i = input line i) and ``out + '.json'``; return the
     JSON path."""
     out = Path(out)
     write_npy(out, result.vectors)
     side = out.with_name(out.name + ".json")
-    write_json(
-        side,
-        {
-            "kind": "query-vectors",
-            "schema_version": 1,
-            "querylearn_version": __version__,
-            "table": str(table.path.resolve()) if table.path else None,
-            "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
-            "source": table.meta.get("source"),
-            "method": table.meta.get("method"),
-            "dim": int(result.vectors.shape[1]),
-            "n_queries": len(result.queries),
-            "n_in_vocab": int(result.in_vocab.sum()),
-            "n_empty": int(result.empty.sum()),
-            "counts": result.counts,
-            "queries": result.queries,
-            "in_vocab": [bool(x) for x in result.in_vocab],
-        },
-    )
+    meta = query_vectors_meta(result, table)
+    write_json(side, {**meta, "queries": result.queries, "in_vocab": [bool(x) for x in result.in_vocab]})
     return side

@@ -19,8 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from querylearn import __version__
-from querylearn.embeddings.build import QueryVectors, read_queries_file, write_query_vectors
+from querylearn.embeddings.build import (
+    QueryVectors,
+    query_vectors_meta,
+    read_queries_file,
+    write_query_vectors,
+)
 from querylearn.embeddings.table import EmbeddingTable
 from querylearn.errors import DataError, QuerylearnError
 
@@ -87,20 +91,7 @@ def write_vectors(out: str | Path, inputs: list[str], result: QueryVectors, tabl
 
     from querylearn.userfile import vectors_column, write_parquet
 
-    meta = {
-        "kind": "query-vectors",
-        "schema_version": 1,
-        "querylearn_version": __version__,
-        "table": str(table.path.resolve()) if table.path else None,
-        "table_vectors_sha256": (table.meta.get("vectors") or {}).get("sha256"),
-        "source": table.meta.get("source"),
-        "method": table.meta.get("method"),
-        "dim": int(result.vectors.shape[1]),
-        "n_queries": len(result.queries),
-        "n_in_vocab": int(result.in_vocab.sum()),
-        "n_empty": int(result.empty.sum()),
-        "counts": result.counts,
-    }
+    meta = query_vectors_meta(result, table)
     frame = pa.table(
         {
             "query": pa.array([str(q) for q in inputs], type=pa.string()),

@@ -33,6 +33,7 @@ def test_top_level_api_names():
     import querylearn
     import querylearn.api  # noqa: F401  (imports every submodule the API uses)
 
+    assert sorted(querylearn._API) == sorted(querylearn.api.__all__)  # the lazy list is complete
     for name in querylearn._API:  # a submodule of the same name would shadow the function
         assert not isinstance(getattr(querylearn, name), types.ModuleType), name
     for name in (
