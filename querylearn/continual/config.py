@@ -172,7 +172,7 @@ class TrainConfig:
     smax: float = DEFAULT_SMAX
     task_emb_clamp: float = 6.0
     with_single: bool = False
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     model: ModelConfig = field(default_factory=ModelConfig)
     t1: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(lr=1e-3, batch_size=32, eval_batch_size=512, max_epochs=10)

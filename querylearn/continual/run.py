@@ -34,6 +34,7 @@ from querylearn.continual.data import (
 )
 from querylearn.continual.evaluation import metrics_of_ranks, row_ranks
 from querylearn.continual.fit import FitResult, Progress, fit, seed_everything
+from querylearn.continual.precision import PrecisionChoice, resolve_precision
 from querylearn.continual.protocol import ContinualStrategy
 from querylearn.continual.results import RMatrix, TrainMetrics, jsonable, read_ranks, write_masks, write_ranks
 from querylearn.continual.strategies import build_strategy
@@ -75,6 +76,9 @@ class _Run:
         self.progress = progress
         # cuda:LOCAL_RANK under torchrun
         self.device = distributed.local_device(resolve_device(config.device))
+        # "auto" becomes fp32 or bf16 here (continual/precision.py); config.toml keeps what was asked
+        self.precision = resolve_precision(config.precision, self.device)
+        self.config = config = dataclasses.replace(config, precision=self.precision.used)
         self.sequences = torch.as_tensor(
             np.asarray(ds.sequences, dtype=np.int64), device=self.device
         )  # [n_users, L]
@@ -315,7 +319,12 @@ def _stored_run(run_dir: Path) -> tuple[TrainConfig, Path, Path | None]:
 
 
 def _write_run_files(
-    run_dir: Path, config: TrainConfig, order: list[str], data: str | Path, embeddings: str | Path | None
+    run_dir: Path,
+    config: TrainConfig,
+    order: list[str],
+    data: str | Path,
+    embeddings: str | Path | None,
+    precision: PrecisionChoice,
 ) -> None:
     """``config.toml`` (the resolved config with the task order) and ``run.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +341,7 @@ def _write_run_files(
             "strategy": config.strategy,
             "tasks": order,
             "data_fingerprint": dataset_fingerprint(data, order),
+            "precision": dataclasses.asdict(precision),
         },
     )
 
@@ -405,7 +415,7 @@ def train_sequence(
     run = _Run(run_dir, config, ds, order, vectors, progress, tracker)
     distributed.barrier()  # every rank has checked the run folder before rank 0 writes to it
     if world.is_main:
-        _write_run_files(run_dir, config, order, data, embeddings)
+        _write_run_files(run_dir, config, order, data, embeddings, run.precision)
     model: UserEncoder | None = None
     start = 0
     if resume is not None:
