@@ -123,29 +123,17 @@ def test_tracker_scalars():
     }
 
 
+def _tiny_t1_run(toy, tmp_path) -> list[str]:
+    """train-sequence arguments of a one-epoch T1 run of a tiny model into tmp_path/run."""
+    return ["train-sequence", "--data", str(toy), "--out", str(tmp_path / "run"), "--tasks", "T1",
+            "--epochs", "1", "--model.channels", "8", "--model.dilations", "[1]",
+            "--threads", "1"]  # fmt: skip
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
 def test_log_to_tensorboard_writes_events(toy, tmp_path, capsys):
     code, _, err = _run(
-        [
-            "train-sequence",
-            "--data",
-            str(toy),
-            "--out",
-            str(tmp_path / "run"),
-            "--tasks",
-            "T1",
-            "--epochs",
-            "1",
-            "--model.channels",
-            "8",
-            "--model.dilations",
-            "[1]",
-            "--threads",
-            "1",
-            "--log-to",
-            "tensorboard",
-            "-q",
-        ],
+        [*_tiny_t1_run(toy, tmp_path), "--log-to", "tensorboard", "-q"],
         capsys,
     )
     assert code in (0, None), err
@@ -156,26 +144,7 @@ def test_log_to_tensorboard_writes_events(toy, tmp_path, capsys):
 def test_log_to_mlflow_records_metrics(toy, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     code, _, err = _run(
-        [
-            "train-sequence",
-            "--data",
-            str(toy),
-            "--out",
-            str(tmp_path / "run"),
-            "--tasks",
-            "T1",
-            "--epochs",
-            "1",
-            "--model.channels",
-            "8",
-            "--model.dilations",
-            "[1]",
-            "--threads",
-            "1",
-            "--log-to",
-            "mlflow",
-            "-q",
-        ],
+        [*_tiny_t1_run(toy, tmp_path), "--log-to", "mlflow", "-q"],
         capsys,
     )
     assert code in (0, None), err
