@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_speed.json")
     ap.add_argument("--set", action="append", default=[], help="TrainConfig section.key=value; repeatable")
+    ap.add_argument(
+        "--t2-batching", nargs="*", default=[], choices=["pair", "user"],
+        help="extra runs (first --precision) with multi_target_batching set to each value (issue 14)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     sets = parse_sets(args.set)
     results = {
@@ -144,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         r = bench(args.data, precision, args.threads, sets=sets)
         results["runs"].append(r)
         print(json.dumps({k: r[k] for k in ("precision", "seconds_per_epoch", "ratio_to_official")}))
+    for mode in args.t2_batching:  # extra rows: T2 with per-user batches (multi_target_batching)
+        r = bench(args.data, args.precision[0], args.threads, sets={**sets, "multi_target_batching": mode})
+        results["runs"].append({"multi_target_batching": mode, **r})
+        print(json.dumps({"multi_target_batching": mode, **{k: r[k] for k in ("precision", "seconds_per_epoch")}}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -160,6 +160,10 @@ class TrainConfig:
     task_emb_clamp: clamp of task embeddings after each step (4.7).
     precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
     times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
+    multi_target_batching: training batches of multi_target tasks (docs/train-sequence.md, "Per-user
+    batching"): "pair" (parity: shuffled (user, target) rows, batch_size rows per step) or "user"
+    (shuffled users, every user's train targets in the same step, about batch_size rows per step;
+    each user encoded once per epoch; same loss, the mean CE over the step's pairs).
     """
 
     strategy: str = "teracon"
@@ -173,6 +177,7 @@ class TrainConfig:
     task_emb_clamp: float = 6.0
     with_single: bool = False
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    multi_target_batching: Literal["pair", "user"] = "pair"
     model: ModelConfig = field(default_factory=ModelConfig)
     t1: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(lr=1e-3, batch_size=32, eval_batch_size=512, max_epochs=10)

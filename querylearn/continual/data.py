@@ -126,3 +126,50 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None, drop_last:
     order = rng.permutation(n) if rng is not None else np.arange(n)
     stop = (n // batch_size) * batch_size if drop_last else n
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def user_batches(
+    users: np.ndarray, pair_budget: int, rng: np.random.Generator | None, drop_last: bool
+) -> list[tuple[float, np.ndarray]]:
+    """Per-user batches of a multi_target task (``multi_target_batching = "user"``).
+
+    users [n] (the user of every train row) -> [(b, rows)]: every row exactly once, all rows of a
+    user in the same batch (grouped by user, users in shuffled order; stored order without ``rng``).
+    Users are laid end to end in that order and a batch holds the users whose first row falls in
+    one window of ``pair_budget`` rows (window k = rows [k·B, (k+1)·B)), so a batch holds about B
+    (user, target) pairs, one user with more than B targets forms a batch alone, and an epoch has at
+    most ceil(n / B) steps as with pair batches. ``b`` = rows before the batch / B (the batch index of
+    the s annealing, Eq. 19, as a float). ``drop_last`` drops the users of the last, incomplete window.
+    """
+    n = len(users)
+    if n == 0:
+        return []
+    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    by_user = np.argsort(inverse, kind="stable")  # rows grouped by user, stored order within a user
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each user's first position in by_user
+    order = rng.permutation(len(counts)) if rng is not None else np.arange(len(counts))
+    sizes = counts[order]
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # rows before each user in the epoch order
+    window = start // pair_budget
+    if drop_last and n % pair_budget:
+        keep = window < n // pair_budget
+        order, sizes, start, window = order[keep], sizes[keep], start[keep], window[keep]
+    if not len(order):
+        return []
+    total = int(sizes.sum())
+    rows = by_user[np.arange(total) + np.repeat(first[order] - start, sizes)]  # [total] in epoch order
+    bounds = np.flatnonzero(np.diff(window)) + 1  # first user of each new batch
+    lows = np.concatenate([[0], start[bounds]])
+    highs = np.concatenate([start[bounds], [total]])
+    return [(int(lo) / pair_budget, rows[int(lo) : int(hi)]) for lo, hi in zip(lows, highs, strict=True)]
+
+
+def task_batches(
+    t: TaskData, batch_size: int, rng: np.random.Generator | None, drop_last: bool, mode: str
+) -> list[tuple[float, np.ndarray]]:
+    """[(b, rows)] of one epoch of task ``t``: per-user batches (``user_batches``) for a
+    multi_target task when ``mode`` ("multi_target_batching") is "user", else pair batches
+    (``batches``, b = 0, 1, 2, ...; next_query and classify tasks have one row per user)."""
+    if mode == "user" and t.kind == "multi_target":
+        return user_batches(t.users["train"], batch_size, rng, drop_last)
+    return list(enumerate(batches(t.n("train"), batch_size, rng, drop_last)))

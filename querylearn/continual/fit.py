@@ -14,9 +14,9 @@ import torch
 
 from querylearn.continual import distributed
 from querylearn.continual.config import PhaseConfig, TrainConfig
-from querylearn.continual.data import batches
+from querylearn.continual.data import task_batches
 from querylearn.continual.evaluation import evaluate, selection_value
-from querylearn.continual.losses import label_loss, next_query_loss
+from querylearn.continual.losses import label_loss, multi_positive_loss, next_query_loss
 from querylearn.continual.protocol import Batch, ContinualStrategy, TaskData, TrainContext
 from querylearn.models.masking import anneal_s
 from querylearn.models.user_encoder import UserEncoder
@@ -120,7 +120,8 @@ def _batch_loss(model, t: TaskData, idx: np.ndarray, sequences: torch.Tensor, ct
         torch.as_tensor(inv, device=device),
         torch.as_tensor(t.labels["train"][idx], device=device),
     )
-    loss, out = label_loss(model, batch, ctx.s)
+    per_user = ctx.config.multi_target_batching == "user" and t.kind == "multi_target"
+    loss, out = (multi_positive_loss if per_user else label_loss)(model, batch, ctx.s)
     return batch, loss, out
 
 
@@ -168,14 +169,15 @@ class _Best:
 def _train_epoch(
     model: UserEncoder,
     strategy: ContinualStrategy,
-    schedule: list[tuple[TaskData, int, np.ndarray]],
+    schedule: list[tuple[TaskData, float, np.ndarray]],
     batch_size: dict[str, int],
     sequences: torch.Tensor,
     ctx: TrainContext,
     progress: Progress,
     handle: Any,
 ) -> tuple[_EpochStats, int]:
-    """One pass over ``schedule`` (task, batch index, rows); returns the stats and skipped steps."""
+    """One pass over ``schedule`` (task, batch index b of Eq. 19, rows); returns the stats and skipped
+    steps."""
     device = sequences.device
     config = ctx.config
     t0 = time.perf_counter()
@@ -263,7 +265,9 @@ def fit(
         schedule = [
             (t, b, idx)
             for t in train_tasks
-            for b, idx in enumerate(batches(t.n("train"), batch_size[t.name], rng, config.drop_last))
+            for b, idx in task_batches(
+                t, batch_size[t.name], rng, config.drop_last, config.multi_target_batching
+            )
         ]
         if len(train_tasks) > 1:
             schedule = [schedule[i] for i in rng.permutation(len(schedule))]

@@ -4,7 +4,8 @@
   kept unless ``next_query.ignore_padding``; optional sampled softmax over the batch's targets plus
   uniform negatives).
 - multi_target / classify: input the full sequence, readout at the last position, softmax CE over
-  the task's labels; multi-target users contribute one example per target.
+  the task's labels; multi-target users contribute one example per target (``label_loss``; with
+  per-user batches the same mean as one multi-positive softmax per user, ``multi_positive_loss``).
 """
 
 from __future__ import annotations
@@ -57,3 +58,17 @@ def label_loss(model: UserEncoder, batch: Batch, s: float) -> tuple[torch.Tensor
     out = model(batch.ids, batch.task, s=s)  # logits [U, C]
     logits = out.logits[batch.inverse]  # [B, C]
     return F.cross_entropy(logits, batch.labels), out
+
+
+def multi_positive_loss(model: UserEncoder, batch: Batch, s: float) -> tuple[torch.Tensor, EncoderOutput]:
+    """The pair-mean CE of ``label_loss`` as one multi-positive softmax per user (#task-losses):
+
+        L = -(1 / |P|) Σ_u Σ_{t ∈ T_u} log softmax(z_u)_t
+
+    P = the batch's (user, target) pairs, T_u = user u's targets in the batch, z_u [C] the logits of
+    u's sequence. Equal to ``label_loss`` (each pair one example, as the official objective) but the
+    log-softmax is computed once per user: [U, C] instead of [B, C].
+    """
+    out = model(batch.ids, batch.task, s=s)  # logits [U, C]
+    log_p = F.log_softmax(out.logits.float(), dim=-1)  # [U, C]
+    return -log_p[batch.inverse, batch.labels].mean(), out
