@@ -111,7 +111,8 @@ def test_user_loss_and_gradients_equal_pair_loss(toy):
     # the pair-mean CE by hand: -mean over pairs of log softmax(z_u)[target]
     with torch.no_grad():
         logits = model(sequences[torch.as_tensor(t.users["train"][rows])], "T2", s=7.5).logits
-        by_hand = -torch.log_softmax(logits, -1)[torch.arange(len(rows)), torch.as_tensor(t.labels["train"][rows])]
+        targets = torch.as_tensor(t.labels["train"][rows])
+        by_hand = -torch.log_softmax(logits, -1)[torch.arange(len(rows)), targets]
     assert abs(float(by_hand.mean()) - loss_u) < 1e-6
 
 
@@ -151,3 +152,17 @@ def test_every_strategy_trains_in_user_mode(name, toy, tmp_path):
 def test_bad_batching_value_is_a_config_error():
     with pytest.raises(ConfigError, match="multi_target_batching"):
         load_config(TrainConfig, None, {"multi_target_batching": "users"})
+
+
+def test_cli_set_user_batching(toy, tmp_path):
+    from querylearn.cli.main import main
+
+    out = tmp_path / "cli"
+    with pytest.raises(SystemExit) as done:
+        main(["train-sequence", "--data", str(toy), "--out", str(out), "--tasks", "T1,T2", "--epochs", "1",
+              "--set", 'multi_target_batching="user"', "--set", "model.channels=16",
+              "--set", "model.dilations=[1, 2]", "--set", "t2.batch_size=64", "--threads", "1",
+              "--no-progress"])  # fmt: skip
+    assert done.value.code == 0
+    assert 'multi_target_batching = "user"' in (out / "config.toml").read_text(encoding="utf-8")
+    assert (out / "metrics.json").is_file()
