@@ -160,6 +160,9 @@ class TrainConfig:
     task_emb_clamp: clamp of task embeddings after each step (4.7).
     precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
     times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
+    length_buckets: training batches hold rows of similar sequence length (sorted within windows of
+    50 batches, batch order shuffled; ``querylearn.continual.buckets``) instead of random rows; with
+    ``model.padding = "exact"`` their common padding is then not computed. Off = parity.
     """
 
     strategy: str = "teracon"
@@ -169,6 +172,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     selection_metric: str = "accuracy"
     drop_last: bool = False
+    length_buckets: bool = False
     smax: float = DEFAULT_SMAX
     task_emb_clamp: float = 6.0
     with_single: bool = False

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from querylearn.continual import distributed
+from querylearn.continual.buckets import epoch_batches
 from querylearn.continual.config import PhaseConfig, TrainConfig
-from querylearn.continual.data import batches
 from querylearn.continual.evaluation import evaluate, selection_value
 from querylearn.continual.losses import label_loss, next_query_loss
 from querylearn.continual.protocol import Batch, ContinualStrategy, TaskData, TrainContext
+from querylearn.data.vocab import PAD_ID
 from querylearn.models.masking import anneal_s
 from querylearn.models.user_encoder import UserEncoder
 
@@ -257,13 +258,14 @@ def fit(
     train_seconds: list[float] = []
     history: list[dict] = []
     skipped = 0
+    seq_lengths = (sequences != PAD_ID).sum(1).cpu().numpy() if config.length_buckets else None
     for epoch in range(1, phase.max_epochs + 1):
         ctx.epoch = epoch
         model.train()
         schedule = [
             (t, b, idx)
             for t in train_tasks
-            for b, idx in enumerate(batches(t.n("train"), batch_size[t.name], rng, config.drop_last))
+            for b, idx in enumerate(epoch_batches(t, batch_size[t.name], rng, config.drop_last, seq_lengths))
         ]
         if len(train_tasks) > 1:
             schedule = [schedule[i] for i in rng.permutation(len(schedule))]
