@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from querylearn.config_loader import require
@@ -184,9 +185,12 @@ class NextItNet(nn.Module):
         *,
         last_only: bool = False,
         keep: torch.Tensor | None = None,
+        checkpoint_blocks: bool = False,
     ) -> torch.Tensor:
         """x [B, L, C]; masks [2K, C] or [B, 2K, C] (row 2k gates conv1 of block k, 2k+1 conv2).
 
+        checkpoint_blocks: keep only each block's input for backward and recompute the block there
+        (the same values and gradients; peak memory of one block instead of all of them).
         keep [B, L, 1] (padding "exact"): 1 at real positions, 0 at padding; padded positions'
         activations are zeroed (the input, every A and every block output), so the outputs at real
         positions equal those of the same sequence without its padding.
@@ -201,5 +205,8 @@ class NextItNet(nn.Module):
             w = None if conv_weights is None else (conv_weights[2 * k], conv_weights[2 * k + 1])
             if last_only and k == n_blocks - 1:
                 return block.forward_last(h, m1, m2, w, keep)  # [B, C]
-            h = block(h, m1, m2, w, keep)
+            if checkpoint_blocks and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(block, h, m1, m2, w, keep, use_reentrant=False)
+            else:
+                h = block(h, m1, m2, w, keep)
         return h  # [B, L, C]

@@ -208,10 +208,13 @@ class UserEncoder(nn.Module):
         all_positions: bool = False,
         conv_weights: list[torch.Tensor] | None = None,
         task: str | None = None,
+        checkpoint_blocks: bool = False,
     ) -> torch.Tensor:
         """ids [B, L], masks [M, C] | [B, M, C] | None -> [B, C] (last position) or [B, L, C].
 
         ``task`` selects CONURE's weight masks (required with masking "conure").
+        ``checkpoint_blocks``: recompute each block in backward instead of keeping its activations
+        (same values and gradients, less memory; :class:`NextItNet`).
         With ``config.padding == "exact"`` padded positions are zeroed and the batch's common
         all-padding prefix is not computed (its outputs are zero: all positions come back re-padded
         with zeros), docs/algorithms.md#padding."""
@@ -221,13 +224,17 @@ class UserEncoder(nn.Module):
             conv_weights = self.conure_weights(task)
         if self.config.padding != "exact":
             return self.backbone(
-                self.embed(ids), masks, conv_weights, last_only=not all_positions
+                self.embed(ids), masks, conv_weights, last_only=not all_positions,
+                checkpoint_blocks=checkpoint_blocks,
             )  # [B, L, C] | [B, C]
         start = min(padding_prefix(ids), ids.shape[-1] - 1)  # keep at least one position
         ids = ids[:, start:]  # [B, L - start]
         x = self.embed(ids)
         keep = (ids != PAD_ID).unsqueeze(-1).to(x.dtype)  # [B, L - start, 1]
-        h = self.backbone(x, masks, conv_weights, last_only=not all_positions, keep=keep)
+        h = self.backbone(
+            x, masks, conv_weights, last_only=not all_positions, keep=keep,
+            checkpoint_blocks=checkpoint_blocks,
+        )
         return F.pad(h, (0, 0, start, 0)) if all_positions and start else h  # [B, L, C] | [B, C]
 
     def forward(
