@@ -37,6 +37,6 @@ def test_mmap_threshold_option():
     from querylearn.errors import ConfigError
 
     assert set_mmap_threshold(0) is False  # 0 leaves the allocator alone
-    assert load_config(TrainConfig, None, {}).mmap_threshold_mb == 1
+    assert load_config(TrainConfig, None, {}).mmap_threshold_mb == 0  # glibc default
     with pytest.raises(ConfigError, match="mmap_threshold_mb"):
         load_config(TrainConfig, None, {"mmap_threshold_mb": -1})

@@ -165,7 +165,8 @@ class TrainConfig:
     ``model.padding = "exact"`` their common padding is then not computed. Off = parity.
     mmap_threshold_mb: glibc malloc serves blocks of at least this many MiB with mmap, so freed
     activations return to the OS instead of fragmenting the heap (``querylearn.continual.allocator``;
-    0 = glibc's dynamic default; no effect on other C libraries). Changes memory, never results.
+    0 = glibc's dynamic default; no effect on other C libraries). Changes memory and time (each
+    large allocation then faults its pages in afresh), never results.
     """
 
     strategy: str = "teracon"
@@ -176,7 +177,7 @@ class TrainConfig:
     selection_metric: str = "accuracy"
     drop_last: bool = False
     length_buckets: bool = False
-    mmap_threshold_mb: int = 1
+    mmap_threshold_mb: int = 0
     smax: float = DEFAULT_SMAX
     task_emb_clamp: float = 6.0
     with_single: bool = False

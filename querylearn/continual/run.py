@@ -393,7 +393,7 @@ def train_sequence(
         config = config or TrainConfig()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    set_mmap_threshold(config.mmap_threshold_mb)  # freed activations go back to the OS
+    set_mmap_threshold(config.mmap_threshold_mb)  # opt-in: freed activations go back to the OS
     world = distributed.init_from_env(config.device)  # torchrun: join the process group (no-op otherwise)
     ds = load_dataset(data, mmap=True)  # sequences.npy memory-mapped: the device tensor is the one copy
     if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run
