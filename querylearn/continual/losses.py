@@ -34,10 +34,10 @@ def next_query_loss(
     targets plus K uniform negatives (one shared set per batch); with uniform negatives the usual
     log-Q correction is a constant and is omitted.
 
-    With ``model.config.padding == "exact"`` the leading input positions whose input and target
-    are padding in every row are not computed (logits [B, L-1-P, S]): their hidden state is zero,
-    so each adds the same CE of the head at a zero state to the mean, added once times their
-    count (docs/algorithms.md#padding); the loss and its gradients equal the untrimmed ones.
+    With ``model.config.padding == "exact"`` the ``drop`` leading input positions whose input and
+    target are padding in every row are not computed (logits [B, L-1-drop, S]): their hidden state
+    is zero, so each contributes the same CE (the head at a zero state, target pad), computed once
+    and multiplied by B·drop (docs/algorithms.md#padding); loss and gradients equal the untrimmed.
     """
     n_positions = ids.shape[0] * (ids.shape[1] - 1)  # B(L-1), the mean's denominator
     drop = 0
