@@ -91,6 +91,7 @@ def _build_module(config: dict, vocab_size: int, weights: dict[str, torch.Tensor
     """Constructor + add_task per head + strict load (the same growth path as checkpoints)."""
     cfg = dict(config["model_config"])
     cfg["dilations"] = tuple(cfg["dilations"])
+    cfg.setdefault("padding", "parity")  # saved before model.padding existed
     model = EncoderModule(
         vocab_size,
         ModelConfig(**cfg),

@@ -126,6 +126,7 @@ def load_checkpoint(
         )
     cfg = dict(meta["model_config"])
     cfg["dilations"] = tuple(cfg["dilations"])
+    cfg.setdefault("padding", "parity")  # saved before model.padding existed
     model = UserEncoder(
         int(meta["vocab_size"]),
         ModelConfig(**cfg),

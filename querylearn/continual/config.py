@@ -164,6 +164,13 @@ class TrainConfig:
     batching"): "pair" (parity: shuffled (user, target) rows, batch_size rows per step) or "user"
     (shuffled users, every user's train targets in the same step, about batch_size rows per step;
     each user encoded once per epoch; same loss, the mean CE over the step's pairs).
+    length_buckets: training batches hold rows of similar sequence length (sorted within windows of
+    50 batches, batch order shuffled; ``querylearn.continual.buckets``) instead of random rows; with
+    ``model.padding = "exact"`` their common padding is then not computed. Off = parity.
+    mmap_threshold_mb: glibc malloc serves blocks of at least this many MiB with mmap, so freed
+    activations return to the OS instead of fragmenting the heap (``querylearn.continual.allocator``;
+    0 = glibc's dynamic default; no effect on other C libraries). Changes memory and time (each
+    large allocation then faults its pages in afresh), never results.
     """
 
     strategy: str = "teracon"
@@ -173,6 +180,8 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     selection_metric: str = "accuracy"
     drop_last: bool = False
+    length_buckets: bool = False
+    mmap_threshold_mb: int = 0
     smax: float = DEFAULT_SMAX
     task_emb_clamp: float = 6.0
     with_single: bool = False
@@ -202,6 +211,8 @@ class TrainConfig:
         )
         require(self.smax > 0, "smax", "must be > 0", self.smax)
         require(self.task_emb_clamp > 0, "task_emb_clamp", "must be > 0", self.task_emb_clamp)
+        require(self.mmap_threshold_mb >= 0, "mmap_threshold_mb", "must be >= 0 (0 = glibc's default)",
+                self.mmap_threshold_mb)
         require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)
 
     def phase(self, position: int) -> PhaseConfig:

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from querylearn.continual import distributed
+from querylearn.continual.buckets import epoch_batches
 from querylearn.continual.config import PhaseConfig, TrainConfig
 from querylearn.continual.data import task_batches
 from querylearn.continual.evaluation import evaluate, selection_value
 from querylearn.continual.losses import label_loss, multi_positive_loss, next_query_loss
 from querylearn.continual.protocol import Batch, ContinualStrategy, TaskData, TrainContext
+from querylearn.data.vocab import PAD_ID
 from querylearn.models.masking import anneal_s
 from querylearn.models.user_encoder import UserEncoder
 
@@ -259,14 +261,19 @@ def fit(
     train_seconds: list[float] = []
     history: list[dict] = []
     skipped = 0
+    seq_lengths = (sequences != PAD_ID).sum(1).cpu().numpy() if config.length_buckets else None
     for epoch in range(1, phase.max_epochs + 1):
         ctx.epoch = epoch
         model.train()
         schedule = [
             (t, b, idx)
             for t in train_tasks
-            for b, idx in task_batches(
-                t, batch_size[t.name], rng, config.drop_last, config.multi_target_batching
+            for b, idx in (
+                task_batches(t, batch_size[t.name], rng, config.drop_last, "user")
+                if config.multi_target_batching == "user" and t.kind == "multi_target"
+                else enumerate(
+                    epoch_batches(t, batch_size[t.name], rng, config.drop_last, seq_lengths)
+                )
             )
         ]
         if len(train_tasks) > 1:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.protocol import Batch
 from querylearn.data.vocab import PAD_ID
-from querylearn.models.user_encoder import EncoderOutput, UserEncoder
+from querylearn.models.user_encoder import EncoderOutput, UserEncoder, padding_prefix
 
 
 def next_query_loss(
@@ -34,23 +34,42 @@ def next_query_loss(
     Sampled softmax (``next_query.sampled_softmax = K``): the candidates are the batch's distinct
     targets plus K uniform negatives (one shared set per batch); with uniform negatives the usual
     log-Q correction is a constant and is omitted.
+
+    With ``model.config.padding == "exact"`` the ``drop`` leading input positions whose input and
+    target are padding in every row are not computed (logits [B, L-1-drop, S]): their hidden state
+    is zero, so each contributes the same CE (the head at a zero state, target pad), computed once
+    and multiplied by B·drop (docs/algorithms.md#padding); loss and gradients equal the untrimmed.
     """
-    inputs, targets = ids[:, :-1], ids[:, 1:].contiguous()  # [B, L-1]
+    n_positions = ids.shape[0] * (ids.shape[1] - 1)  # B(L-1), the mean's denominator
+    drop = 0
+    if model.config.padding == "exact":
+        drop = min(max(padding_prefix(ids) - 1, 0), ids.shape[1] - 2)  # input and target both padding
+        ids = ids[:, drop:]
+    inputs, targets = ids[:, :-1], ids[:, 1:].contiguous()  # [B, L-1-drop]
     nq = config.next_query
-    keep = (targets != PAD_ID).reshape(-1) if nq.ignore_padding else None  # [B(L-1)]
+    keep = (targets != PAD_ID).reshape(-1) if nq.ignore_padding else None  # [B(L-1-drop)]
     candidates = None
+    pad_target = torch.full((1,), PAD_ID, dtype=targets.dtype, device=ids.device)
     if nq.sampled_softmax > 0:
         vocab = model.heads.n_classes(task)
         negatives = torch.randint(vocab, (nq.sampled_softmax,), generator=generator).to(ids.device)
-        candidates = torch.unique(torch.cat([targets.reshape(-1), negatives]))  # sorted [S]
+        dropped = [pad_target] if drop else []  # the dropped positions' targets
+        candidates = torch.unique(torch.cat([targets.reshape(-1), negatives, *dropped]))  # sorted [S]
         targets = torch.searchsorted(candidates, targets)  # positions in the candidate list
+        pad_target = torch.searchsorted(candidates, pad_target)
     out = model(inputs, task, s=s, all_positions=True, candidates=candidates)
-    logits = out.logits.reshape(-1, out.logits.shape[-1])  # [B(L-1), S]
+    logits = out.logits.reshape(-1, out.logits.shape[-1])  # [B(L-1-drop), S]
     flat = targets.reshape(-1)
-    if keep is None:
+    if keep is not None:
+        per_position = F.cross_entropy(logits, flat, reduction="none")
+        return (per_position * keep).sum() / keep.sum().clamp_min(1), out  # dropped: keep = 0
+    if not drop:
         return F.cross_entropy(logits, flat), out
-    per_position = F.cross_entropy(logits, flat, reduction="none")
-    return (per_position * keep).sum() / keep.sum().clamp_min(1), out
+    zero = out.hidden.new_zeros(1, 1, out.hidden.shape[-1])  # a padded position's hidden state
+    pad_ids = torch.full((1, 1), PAD_ID, dtype=ids.dtype, device=ids.device)
+    pad_logits = model.head_logits(zero, task, candidates, ids=pad_ids).reshape(1, -1)  # [1, S]
+    dropped_sum = F.cross_entropy(pad_logits, pad_target, reduction="sum") * (ids.shape[0] * drop)
+    return (F.cross_entropy(logits, flat, reduction="sum") + dropped_sum) / n_positions, out
 
 
 def label_loss(model: UserEncoder, batch: Batch, s: float) -> tuple[torch.Tensor, EncoderOutput]:

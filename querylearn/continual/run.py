@@ -23,6 +23,7 @@ from querylearn import __version__
 from querylearn.artifacts import atomic_write_bytes, read_json, write_json
 from querylearn.config import dump_toml, load_config, to_dict
 from querylearn.continual import distributed
+from querylearn.continual.allocator import set_mmap_threshold
 from querylearn.continual.checkpoint import load_checkpoint, save_checkpoint
 from querylearn.continual.config import TrainConfig
 from querylearn.continual.data import (
@@ -392,6 +393,7 @@ def train_sequence(
         config = config or TrainConfig()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    set_mmap_threshold(config.mmap_threshold_mb)  # opt-in: freed activations go back to the OS
     world = distributed.init_from_env(config.device)  # torchrun: join the process group (no-op otherwise)
     ds = load_dataset(data, mmap=True)  # sequences.npy memory-mapped: the device tensor is the one copy
     if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run

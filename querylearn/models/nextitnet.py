@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from querylearn.config_loader import require
@@ -26,6 +27,12 @@ class ModelConfig:
     relation_layers: "reinit" re-creates every relation layer when a task is added (parity, B20,
     docs/algorithms.md#b20) or "grow" keeps the learnt weights and adds zero-initialised inputs for
     the new task.
+    padding: "parity" (the official code: padding ids are embedded and convolved like queries, so
+    a sequence's outputs depend on how much left padding it has) or "exact" (activations of padded
+    positions are zero after the embedding, after each gated conv1 and after each block, so the
+    causal convolutions see exactly the zeros they would see before the start: outputs at real
+    positions do not depend on the padding, and a batch's common all-padding prefix is dropped
+    before the backbone; docs/algorithms.md#padding).
     """
 
     channels: int = 256
@@ -35,6 +42,7 @@ class ModelConfig:
     task_emb_low: float = 0.0
     task_emb_high: float = 2.0
     relation_layers: str = "reinit"
+    padding: str = "parity"
 
     def __post_init__(self) -> None:
         require(self.channels >= 1, "channels", "must be >= 1", self.channels)
@@ -43,6 +51,7 @@ class ModelConfig:
                 "must be non-empty, each >= 1", self.dilations)
         require(self.relation_layers in ("reinit", "grow"), "relation_layers", "must be 'reinit' or 'grow'",
                 self.relation_layers)
+        require(self.padding in ("parity", "exact"), "padding", "must be 'parity' or 'exact'", self.padding)
 
     @property
     def n_blocks(self) -> int:
@@ -88,6 +97,9 @@ class ResidualBlock(nn.Module):
     """Post-LN NextItNet residual block with two channel gates (#backbone):
 
     A = ReLU(LN_1(conv_d(H))) ⊙ m_1;  O = ReLU(LN_2(conv_2d(A))) ⊙ m_2;  H' = H + O.
+
+    ``keep`` (padding "exact"): 1 at real positions, 0 at padding; A and H' are multiplied by it,
+    so conv_2d and the next block read zeros at padded positions, as before the sequence start.
     """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, ln_eps: float):
@@ -103,16 +115,19 @@ class ResidualBlock(nn.Module):
         mask1: torch.Tensor | None = None,
         mask2: torch.Tensor | None = None,
         weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """h [B, L, C]; masks [C] or [B, C] (broadcast over time); returns [B, L, C]."""
+        """h [B, L, C]; masks [C] or [B, C] (broadcast over time); keep [B, L, 1] | None -> [B, L, C]."""
         w1, w2 = weights if weights is not None else (None, None)
         a = F.relu(self.ln1(self.conv1(h, w1)))  # [B, L, C]
         if mask1 is not None:
             a = a * mask1.unsqueeze(-2)  # [.., 1, C]
+        if keep is not None:
+            a = a * keep
         o = F.relu(self.ln2(self.conv2(a, w2)))
         if mask2 is not None:
             o = o * mask2.unsqueeze(-2)
-        return h + o
+        return h + o if keep is None else (h + o) * keep
 
     def forward_last(
         self,
@@ -120,8 +135,9 @@ class ResidualBlock(nn.Module):
         mask1: torch.Tensor | None = None,
         mask2: torch.Tensor | None = None,
         weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The block's output at the last position only: h [B, L, C] -> [B, C].
+        """The block's output at the last position only: h [B, L, C], keep [B, L, 1] | None -> [B, C].
 
         Equal to ``forward(h)[:, -1]`` but conv2 is evaluated at one position and conv1 only at the
         k positions conv2 reads (the readout needs nothing else), saving two full convolutions.
@@ -138,11 +154,13 @@ class ResidualBlock(nn.Module):
         if mask1 is not None:
             a = a * mask1.unsqueeze(-2)
         a = a * (q >= 0)[None, :, None].to(a.dtype)  # conv2's zero padding before the start
+        if keep is not None:
+            a = a * keep[:, q.clamp(min=0)]  # [B, k, 1]: zero at padded positions
         o = torch.einsum("bqc,ocq->bo", a, w2.to(a.dtype)) + self.conv2.conv.bias  # [B, C]
         o = F.relu(self.ln2(o))
         if mask2 is not None:
             o = o * mask2
-        return h[:, -1] + o
+        return h[:, -1] + o if keep is None else (h[:, -1] + o) * keep[:, -1]
 
 
 class NextItNet(nn.Module):
@@ -166,12 +184,19 @@ class NextItNet(nn.Module):
         conv_weights: list[torch.Tensor] | None = None,
         *,
         last_only: bool = False,
+        keep: torch.Tensor | None = None,
+        checkpoint_blocks: bool = False,
     ) -> torch.Tensor:
         """x [B, L, C]; masks [2K, C] or [B, 2K, C] (row 2k gates conv1 of block k, 2k+1 conv2).
 
+        checkpoint_blocks: keep only each block's input for backward and recompute the block there
+        (the same values and gradients; peak memory of one block instead of all of them).
+        keep [B, L, 1] (padding "exact"): 1 at real positions, 0 at padding; padded positions'
+        activations are zeroed (the input, every A and every block output), so the outputs at real
+        positions equal those of the same sequence without its padding.
         Returns [B, L, C], or [B, C] (the last position only, computed more cheaply) with ``last_only``.
         """
-        h = x  # [B, L, C]
+        h = x if keep is None else x * keep  # [B, L, C]
         n_blocks = len(self.blocks)
         for k, block in enumerate(self.blocks):
             m1 = m2 = None
@@ -179,6 +204,9 @@ class NextItNet(nn.Module):
                 m1, m2 = masks[..., 2 * k, :], masks[..., 2 * k + 1, :]  # [C] or [B, C]
             w = None if conv_weights is None else (conv_weights[2 * k], conv_weights[2 * k + 1])
             if last_only and k == n_blocks - 1:
-                return block.forward_last(h, m1, m2, w)  # [B, C]
-            h = block(h, m1, m2, w)
+                return block.forward_last(h, m1, m2, w, keep)  # [B, C]
+            if checkpoint_blocks and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(block, h, m1, m2, w, keep, use_reentrant=False)
+            else:
+                h = block(h, m1, m2, w, keep)
         return h  # [B, L, C]

@@ -11,14 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from querylearn.data.vocab import PAD_ID
 from querylearn.models.heads import QUERY_HEADS, TaskHeads
 from querylearn.models.masking import DEFAULT_SMAX, TaskMaskBank
 from querylearn.models.nextitnet import ModelConfig, NextItNet
 from querylearn.models.weight_masks import ConvWeightMasks
 
 MASKINGS = ("relation", "plain", "none", "conure")
+
+
+def padding_prefix(ids: torch.Tensor) -> int:
+    """Number of leading positions that are padding in every row of ids [B, L] (0..L)."""
+    real = (ids != PAD_ID).any(dim=0)  # [L]
+    return int(real.int().argmax()) if bool(real.any()) else ids.shape[-1]
 
 
 @dataclass
@@ -200,17 +208,34 @@ class UserEncoder(nn.Module):
         all_positions: bool = False,
         conv_weights: list[torch.Tensor] | None = None,
         task: str | None = None,
+        checkpoint_blocks: bool = False,
     ) -> torch.Tensor:
         """ids [B, L], masks [M, C] | [B, M, C] | None -> [B, C] (last position) or [B, L, C].
 
-        ``task`` selects CONURE's weight masks (required with masking "conure")."""
+        ``task`` selects CONURE's weight masks (required with masking "conure").
+        ``checkpoint_blocks``: recompute each block in backward instead of keeping its activations
+        (same values and gradients, less memory; :class:`NextItNet`).
+        With ``config.padding == "exact"`` padded positions are zeroed and the batch's common
+        all-padding prefix is not computed (its outputs are zero: all positions come back re-padded
+        with zeros), docs/algorithms.md#padding."""
         if self.masking == "conure" and conv_weights is None:
             if task is None:
                 raise ValueError("masking 'conure' needs the task to choose its weight masks")
             conv_weights = self.conure_weights(task)
-        return self.backbone(
-            self.embed(ids), masks, conv_weights, last_only=not all_positions
-        )  # [B, L, C] | [B, C]
+        if self.config.padding != "exact":
+            return self.backbone(
+                self.embed(ids), masks, conv_weights, last_only=not all_positions,
+                checkpoint_blocks=checkpoint_blocks,
+            )  # [B, L, C] | [B, C]
+        start = min(padding_prefix(ids), ids.shape[-1] - 1)  # keep at least one position
+        ids = ids[:, start:]  # [B, L - start]
+        x = self.embed(ids)
+        keep = (ids != PAD_ID).unsqueeze(-1).to(x.dtype)  # [B, L - start, 1]
+        h = self.backbone(
+            x, masks, conv_weights, last_only=not all_positions, keep=keep,
+            checkpoint_blocks=checkpoint_blocks,
+        )
+        return F.pad(h, (0, 0, start, 0)) if all_positions and start else h  # [B, L, C] | [B, C]
 
     def forward(
         self,

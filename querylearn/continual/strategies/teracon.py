@@ -158,11 +158,14 @@ class Teracon(ContinualStrategy):
 
     def _student_logits(self, model: UserEncoder, x, masks, name: str, classes) -> torch.Tensor:
         """head_j(model(X[S_j]; m^j)) [S_j, C_j]. With ``teracon.checkpoint_students`` the forward
-        keeps no activations and is recomputed in backward, one past task at a time, so peak
-        memory holds one student pass instead of one per past task (same values and gradients)."""
+        keeps no activations and is recomputed in backward, one past task at a time, and that recompute
+        keeps only each block's input (blocks recomputed once more in backward), so peak memory holds
+        one block of one student pass instead of one full pass per past task (same values and
+        gradients)."""
 
         def student(x: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-            return model.head_logits(model.encode(x, masks), name, classes, ids=x)
+            hidden = model.encode(x, masks, checkpoint_blocks=self.cfg.checkpoint_students)
+            return model.head_logits(hidden, name, classes, ids=x)
 
         if self.cfg.checkpoint_students and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(student, x, masks, use_reentrant=False)
