@@ -150,8 +150,10 @@ def test_demo_workers_give_the_numbers_of_one_run_after_another(demo_dir, tmp_pa
         a = json.loads((demo_dir / "runs" / run / "metrics.json").read_text())
         b = json.loads((out / "runs" / run / "metrics.json").read_text())
         assert (a["R"], a["bwt"], a["best_epoch"]) == (b["R"], b["bwt"], b["best_epoch"]), run
-    a = json.loads((demo_dir / "coldstart" / "report.json").read_text().replace(str(demo_dir), "D"))["methods"]
-    b = json.loads((out / "coldstart" / "report.json").read_text().replace(str(out), "D"))["methods"]
+    a, b = (
+        json.loads((d / "coldstart" / "report.json").read_text().replace(str(d), "D"))["methods"]
+        for d in (demo_dir, out)
+    )
     strip = lambda m: {k: {f: v for f, v in e.items() if f != "seconds"} for k, e in m.items()}  # noqa: E731
     assert strip(a) == strip(b)
 
