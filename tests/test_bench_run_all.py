@@ -122,6 +122,31 @@ def test_readers_turn_benchmark_json_into_rows(tmp_path):
     assert train[("T2 epoch", "another day")].ratio == pytest.approx(91 / 72)
 
 
+def test_train_variants_compare_with_the_default_run_of_the_same_sitting(tmp_path):
+    def runs(t1, t2):
+        return json.dumps({"runs": [{"seconds_per_epoch": {"T1": t1, "T2": t2}}]})
+
+    (tmp_path / "train.json").write_text(runs(6.0, 72.0))
+    (tmp_path / "user.json").write_text(runs(6.1, 9.0))
+    (tmp_path / "trim.json").write_text(runs(9.0, 70.0))
+    ctx = run_all.Ctx(tmp_path, False, 2, {}, {"T2": 91.0})
+    user = run_all.train_variant("user", ['multi_target_batching="user"'], "T2", "T2 user", "pair")
+    rows = user.rows(ctx)
+    assert [(r.value, r.reference, r.ref_kind) for r in rows] == [
+        (9.0, 72.0, "same sitting"),
+        (9.0, 91.0, "another day"),
+    ]
+    assert rows[0].ratio == pytest.approx(8.0)
+    # the variant is the straightforward path: the default run is the measured one
+    trim = run_all.train_variant(
+        "trim", ["model.padding=1"], "T1", "T1", "untrimmed", variant_is_baseline=True
+    )
+    assert [(r.value, r.reference) for r in trim.rows(ctx)] == [(6.0, 9.0)]
+    assert trim.available(ctx) in (None, "TrainConfig has no model.padding in this tree")
+    assert run_all._has_train_key("model.channels") and run_all._has_train_key("t1.max_epochs")
+    assert not run_all._has_train_key("model.no_such_key") and not run_all._has_train_key("t1.max_epochs.x")
+
+
 def test_markdown_table_from_a_fixture_summary():
     rows = [
         run_all.Row("train", "T2 epoch (s)", 72.0, "s", 91.0, "another day", "official code"),
@@ -130,10 +155,16 @@ def test_markdown_table_from_a_fixture_summary():
     md = run_all.render_markdown(_summary(rows))
     lines = md.splitlines()
     assert lines[0].startswith("Measured 2026-12-02 17:00 UTC (full run, 812 s in all) on AMD EPYC 7B13")
-    assert "family 25" in lines[0] and "avx2, fma" in lines[0] and "load average at start [0.5, 0.4, 0.3]" in lines[0]
+    assert (
+        "family 25" in lines[0]
+        and "avx2, fma" in lines[0]
+        and "load average at start [0.5, 0.4, 0.3]" in lines[0]
+    )
     table = [ln for ln in lines if ln.startswith("| ")]
     assert table[0] == "| benchmark | what | measured | reference | ratio | reference is | peak RSS |"
-    assert table[1] == "| train | T1 epoch (s) | 6.00 s | 4.50 s (conv floor) | 0.75x | same sitting | 812 MB |"
+    assert (
+        table[1] == "| train | T1 epoch (s) | 6.00 s | 4.50 s (conv floor) | 0.75x | same sitting | 812 MB |"
+    )
     assert table[2] == "| train | T2 epoch (s) | 72.0 s | 91.0 s (official code) | 1.26x | another day | - |"
     assert "train-user-batching: skipped (no key)" in md
     assert "- `python bench/bench_embed.py` (12 s)" in md
