@@ -135,7 +135,11 @@ def render_markdown(summary: dict) -> str:
     lines.append("Commands (in this order, each in its own process):")
     lines.append("")
     for b in summary["benchmarks"]:
-        lines.append(f"- `{b['command']}` ({b['seconds']:.0f} s)" if b.get("command") else f"- {b['name']}")
+        lines.append(
+            f"- `{b['command']}` ({b['seconds']:.0f} s)"
+            if b.get("command")
+            else f"- {b['name']} ({b['status']})"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -292,7 +296,7 @@ def rows_prepare(c: Ctx) -> list[Row]:
 
 
 def cmd_embed(c: Ctx) -> list[str]:
-    n = "20000" if c.quick else "200000"
+    n = "50000" if c.quick else "200000"  # quick: still above the pipeline chunk (32,768)
     return py(
         str(BENCH / "bench_embed.py"),
         "--queries",
@@ -371,7 +375,7 @@ def cmd_coldstart(c: Ctx) -> list[str]:
 def rows_coldstart(c: Ctx) -> list[Row]:
     r = _read(c.work / "coldstart" / "bench.json") or {}
     workers = r.get("workers", "?")
-    what = f"coldstart-eval ML-100K, 3 representation sources + all baselines ({workers} workers, s)"
+    what = f"coldstart-eval ML-100K, 3 representation sources + all baselines ({workers} worker(s), s)"
     out = []
     if r.get("baseline_wall_seconds"):
         out.append(
@@ -426,7 +430,8 @@ def cmd_train(c: Ctx) -> list[str]:
 def rows_train(c: Ctx) -> list[Row]:
     r = _read(c.work / "train.json") or {}
     spe = r["runs"][0]["seconds_per_epoch"]
-    floor = r["t1_conv_floor"][0]["t1_epoch_floor_seconds"]
+    # quick trains at width 16 while the floor is measured at 256: no comparison then
+    floor = None if c.quick else r["t1_conv_floor"][0]["t1_epoch_floor_seconds"]
     rows = [
         Row(
             "train",
@@ -603,7 +608,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=RESULTS, help="where summary.json / summary.md go")
     ap.add_argument("--readme", action="store_true", help="only rewrite README.md's block from summary.json")
+    ap.add_argument(
+        "--resummarise",
+        action="store_true",
+        help="rebuild the rows of summary.json from the JSON its benchmarks left in its work dir (no runs)",
+    )
     args = ap.parse_args(argv)
+
+    if args.resummarise:
+        summary = _read(args.out / "summary.json")
+        if summary is None:
+            raise SystemExit(f"{args.out / 'summary.json'}: not found; run python bench/run_all.py first")
+        ctx = Ctx(Path(summary["work"]), summary["quick"], summary["threads"], previous_release(),
+                  official_anchors(), {"ml100k": Path(summary["work"]) / "ml100k"})  # fmt: skip
+        by_name = {b.name: b for b in BENCHMARKS}
+        rows = []
+        for entry in summary["benchmarks"]:
+            if entry["status"] == "ok" and entry["name"] in by_name:
+                got = by_name[entry["name"]].rows(ctx)
+                for r in got:
+                    r.peak_rss_mb = entry.get("peak_rss_mb")
+                rows += got
+        summary["rows"] = [dataclasses.asdict(r) for r in sorted_rows(same_sitting_only(rows, ctx.quick))]
+        _write_summary(args.out, summary)
+        return 0
 
     if args.readme:
         summary = _read(args.out / "summary.json")
@@ -670,15 +698,32 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "work": str(work),
         "benchmarks": done,
-        "rows": [dataclasses.asdict(r) for r in sorted_rows(rows)],
+        "rows": [dataclasses.asdict(r) for r in sorted_rows(same_sitting_only(rows, args.quick))],
     }
-    md = render_markdown(summary)
-    args.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(args.out / "summary.json", json.dumps(_with_ratios(summary), indent=2) + "\n")
-    _atomic_write(args.out / "summary.md", md)
-    print("\n" + md)
-    print(f"wrote {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    _write_summary(args.out, summary)
     return 0 if all(b["status"] in ("ok", "skipped") for b in done) else 1
+
+
+def same_sitting_only(rows: list[Row], quick: bool) -> list[Row]:
+    """``rows``; for a quick run, without the references of full-size runs (previous release, another
+    day), which its tiny sizes cannot be compared with."""
+    if not quick:
+        return rows
+    return [
+        r
+        if r.ref_kind == "same sitting" and r.reference is not None
+        else dataclasses.replace(r, reference=None, ref_kind=None, ref_what=None)
+        for r in rows
+    ]
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    md = render_markdown(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "summary.json", json.dumps(_with_ratios(summary), indent=2) + "\n")
+    _atomic_write(out / "summary.md", md)
+    print("\n" + md)
+    print(f"wrote {out / 'summary.json'} and {out / 'summary.md'}")
 
 
 def _with_ratios(summary: dict) -> dict:
