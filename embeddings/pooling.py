@@ -12,8 +12,6 @@ Both are written once and shared by every subword source (``kobert``, ``hf``).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -21,10 +19,6 @@ from querylearn.embeddings.base import EmbedOutput, SubwordEncoder, TokenizedBat
 from querylearn.progress import track
 
 CHUNK = 262144  # queries per embedding_bag call (bounds the index temporaries)
-# subword-mean over more queries than this runs as a two-stage pipeline: the main thread tokenises
-# chunk i + 1 while a second thread pools chunk i (``embedding_bag`` releases the GIL), so the two
-# cores work at once; each query's vector is the same computation as in one call (see ``embed``).
-PIPELINE_CHUNK = 32768
 
 
 def subword_mean(
@@ -120,21 +114,6 @@ def contextual_mean(
     return out, batch.lengths == 0, n_truncated
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def concat_batches(batches: list[TokenizedBatch]) -> TokenizedBatch:
-    """One batch holding ``batches``' queries in order."""
-    if len(batches) == 1:
-        return batches[0]
-    flat = np.concatenate([b.flat_ids for b in batches])  # [T]
-    lengths = np.concatenate([b.lengths for b in batches])  # [N]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return TokenizedBatch(flat, offsets)
-
-
 def token_counts(batch: TokenizedBatch, *, unk_id: int, piece_chars: np.ndarray) -> dict:
     """Tokenisation counts for ``meta.json`` (vectorised over the flat id array).
 
@@ -189,7 +168,6 @@ class BertEmbedder:
         self.model_info = model_info
         self.native_dim = int(model.config.hidden_size)
         self._piece_chars = tokenizer.piece_char_lengths()
-        self.pipeline_chunk = PIPELINE_CHUNK
 
     def _specials(self) -> tuple[int, ...]:
         return tuple(i for i in (self.tokenizer.cls_id, self.tokenizer.sep_id) if i is not None)
@@ -212,37 +190,11 @@ class BertEmbedder:
         )
 
     def embed(self, texts: list[str]) -> EmbedOutput:
-        if self.pooling == "subword-mean" and len(texts) > self.pipeline_chunk and _cores() > 1:
-            batch, vectors, empty = self._embed_pipelined(texts)
-            n_truncated = 0
-        else:
-            batch = self.tokenizer.encode_batch(texts)
-            vectors, empty, n_truncated = self.pool(batch)
+        batch = self.tokenizer.encode_batch(texts)
+        vectors, empty, n_truncated = self.pool(batch)
         counts = token_counts(batch, unk_id=self.tokenizer.unk_id, piece_chars=self._piece_chars)
         counts["n_truncated"] = n_truncated
         return EmbedOutput(vectors, empty, counts)
-
-    def _embed_pipelined(self, texts: list[str]) -> tuple[TokenizedBatch, np.ndarray, np.ndarray]:
-        """subword-mean of ``texts`` in chunks: tokenise chunk i + 1 (this thread) while pooling chunk
-        i (a second thread). Returns (the whole batch, vectors [N, D], empty [N]).
-
-        Every query is tokenised on its own and ``embedding_bag`` sums each bag by itself, so the
-        rows are bit-identical to one ``encode_batch`` + ``pool`` over all texts.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        step = self.pipeline_chunk
-        batches: list[TokenizedBatch] = []
-        futures = []
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for start in track(range(0, len(texts), step), "embedding queries"):
-                batch = self.tokenizer.encode_batch(texts[start : start + step])
-                batches.append(batch)
-                futures.append(pool.submit(self.pool, batch))
-            parts = [f.result() for f in futures]
-        vectors = np.concatenate([p[0] for p in parts])  # [N, D]
-        empty = np.concatenate([p[1] for p in parts])  # [N]
-        return concat_batches(batches), vectors, empty
 
     def embed_unknown(self) -> np.ndarray:
         """The pooled vector of the single token sequence [UNK] (float32 [D])."""

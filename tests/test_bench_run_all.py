@@ -84,7 +84,7 @@ def test_readers_turn_benchmark_json_into_rows(tmp_path):
                 "rows": [
                     {"phase": "tokenise only (KoBERT rules)", "queries_per_s": 250000},
                     {"phase": "subword-mean total (embed)", "queries_per_s": 320000},
-                    {"phase": "subword-mean total, one worker (one call, 1 thread)", "queries_per_s": 200000},
+                    {"phase": "subword-mean total, one torch thread", "queries_per_s": 200000},
                 ],
             }
         )

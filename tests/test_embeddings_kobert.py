@@ -187,30 +187,6 @@ def test_subword_mean_equals_hand_computed_means(kobert_dir, tok):
     np.testing.assert_allclose(emb.embed_unknown(), weight[0], atol=1e-6)
 
 
-@pytest.mark.parametrize("include_special", [False, True])
-def test_pipelined_subword_mean_equals_one_call(kobert_dir, monkeypatch, include_special):
-    """Large inputs are tokenised and pooled chunk by chunk on two threads: every vector, the empty
-    flags and the counts equal those of one encode_batch + pool over all texts (the single path)."""
-    from querylearn.embeddings import pooling
-
-    emb = load_kobert(
-        str(kobert_dir), pooling="subword-mean", include_special=include_special, batch_size=8, max_length=64
-    )
-    texts = ["캠핑 의자", "1,000원 할인", "", "[MASK] 의자", "가방" * 30, "  ", "ㅋㅋ", *AWKWARD_SPACES] * 3
-    emb.pipeline_chunk = len(texts) + 1
-    single = emb.embed(texts)
-    monkeypatch.setattr(pooling, "_cores", lambda: 2)
-    emb.pipeline_chunk = 4  # 14 chunks, the last one short
-    calls = []
-    monkeypatch.setattr(emb, "_embed_pipelined", lambda t, f=emb._embed_pipelined: calls.append(1) or f(t))
-    piped = emb.embed(texts)
-    assert calls == [1]
-    assert piped.vectors.dtype == single.vectors.dtype == np.float32
-    np.testing.assert_array_equal(piped.vectors, single.vectors)
-    np.testing.assert_array_equal(piped.empty, single.empty)
-    assert piped.counts == single.counts and single.counts["n_empty"] > 0
-
-
 def test_subword_mean_two_rows_by_hand():
     import torch
 
