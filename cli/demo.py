@@ -140,11 +140,14 @@ class DemoConfig:
 AUTO_MIN_USERS = 1000
 
 
-def _demo_workers(workers: int, n_users: int, n_runs: int) -> int:
+def _demo_workers(workers: int, n_users: int, n_runs: int, threads: int = 1) -> int:
+    """Processes for the runs: ``workers``, or automatic (see ``DemoConfig.workers``): the cores divided
+    by each run's torch threads (``threads`` 0 = all cores, so 1 process)."""
     if workers:
         return max(1, min(workers, n_runs))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, n_runs)) if n_users >= AUTO_MIN_USERS else 1
+    per_run = cores if threads <= 0 else threads
+    return max(1, min(cores // per_run, n_runs)) if n_users >= AUTO_MIN_USERS else 1
 
 
 def _train_run(data: Path, run_dir: Path, config, embeddings: Path) -> tuple[dict, float]:
@@ -258,23 +261,29 @@ def run_demo(
         (data, run_dir, train_cfgs[strategy], tables[emb])
         for (strategy, emb), run_dir in zip(plan, runs, strict=True)
     ]
-    workers = _demo_workers(cfg.workers, ds.n_users, len(jobs))
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    per_run = [c.threads for c in train_cfgs.values()]
+    workers = _demo_workers(cfg.workers, ds.n_users, len(jobs), 0 if 0 in per_run else max(per_run))
 
-        console.print(f"{len(jobs)} runs in {workers} worker processes")
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = [f.result() for f in [pool.submit(_train_run, *job) for job in jobs]]
-    else:
-        results = [_train_run(*job) for job in jobs]
-    for run_dir, (metrics, run_seconds) in zip(runs, results, strict=True):
+    def show(run_dir: Path, metrics: dict, run_seconds: float) -> None:
         last = metrics["R"][-1]
         console.print(
             f"{run_dir.name}: R(T_last, ·) = "
             + ", ".join(f"{n} {v:.3f}" for n, v in zip(metrics["tasks"], last, strict=True))
             + f"; BWT {metrics['bwt']['mean']:+.4f} ({run_seconds:.0f}s)"
         )
+
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        console.print(f"{len(jobs)} runs in {workers} worker processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_run, *job) for job in jobs]
+            for run_dir, future in zip(runs, futures, strict=True):
+                show(run_dir, *future.result())
+    else:
+        for run_dir, job in zip(runs, jobs, strict=True):
+            show(run_dir, *_train_run(*job))
     seconds["train-sequence"] = time.perf_counter() - t
 
     t = _stage("4/5 coldstart-eval: NCF for warm and cold users")

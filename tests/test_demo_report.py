@@ -144,6 +144,7 @@ def test_demo_workers_give_the_numbers_of_one_run_after_another(demo_dir, tmp_pa
     from querylearn.cli.demo import _demo_workers
 
     assert _demo_workers(0, 150, 2) == 1 and _demo_workers(3, 150, 2) == 2
+    assert _demo_workers(0, 5000, 2, threads=0) == 1  # a run on all cores leaves none to a second
     out = tmp_path / "w"
     run_demo(out, preset="tiny", seed=0, e5=False, workers=2, coldstart={"workers": 2})
     for run in ("teracon-random", "finetune-random"):
