@@ -6,7 +6,8 @@ Usage::
 
 - ``subword-mean``: KoBERT tokenisation (sentencepiece re-implementation) + embedding-bag lookup on a
   KoBERT-width table (768-d, 1 layer; only the input embeddings are used). Reported separately:
-  tokenisation alone, pooling alone, both.
+  tokenisation alone, pooling alone, both (``embed`` with ``--threads`` torch threads), and both on
+  one torch thread in the same sitting (the baseline; its vectors must be identical).
 - ``contextual``: the tiny test model (32-d, 2 layers, 2 heads), batched forward passes, batch 64.
 Models are built offline by ``tests/kobert_tiny.py``. Results: a table on stdout and
 ``bench/results/embed.json``. Peak RSS is the process high-water mark after each phase.
@@ -64,6 +65,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
@@ -108,12 +110,21 @@ def main() -> None:
         out = emb.embed(queries)
         t_all = time.perf_counter() - t
         assert out.vectors.shape == (len(queries), 768)
+        # the baseline: the same call on one torch thread
+        torch.set_num_threads(1)
+        t = time.perf_counter()
+        single = emb.embed(queries)
+        t_single = time.perf_counter() - t
+        torch.set_num_threads(args.threads)
+        if not np.array_equal(single.vectors, out.vectors):
+            sys.exit(f"the vectors on {args.threads} threads differ from those on one thread")
         results["mean_subwords"] = out.counts["mean_subwords"]
         rss = round(peak_rss_mb(), 1)
         for name, sec in (
             ("tokenise only (KoBERT rules)", t_tok),
             ("subword-mean lookup only (768-d)", t_pool),
             ("subword-mean total (embed)", t_all),
+            ("subword-mean total, one torch thread", t_single),
         ):
             results["rows"].append(
                 {

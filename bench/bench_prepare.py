@@ -6,7 +6,7 @@ then runs ``querylearn prepare files`` in a child process and reports rows/s and
     python bench/bench_prepare.py [--users 92000] [--chunk-rows 500000] [--work /tmp/qlbench] \
         [--set min_count=2]
 
-Results are printed and written to bench/results/prepare.json.
+Results are printed and written to bench/results/prepare_seq{SEQ_LEN}.json (or --out).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="BuildOptions override key=value; repeatable")
     ap.add_argument("--work", type=Path, default=Path("/tmp/qlbench"))
     ap.add_argument("--reuse", action="store_true", help="reuse the log already written under --work")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/prepare_seq{SEQ_LEN}.json")
     args = ap.parse_args()
 
     from querylearn.data.synthetic import generate_synthetic_log
@@ -82,7 +83,7 @@ def main() -> None:
         "prepare_peak_rss_mib": round(peak_mib),
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / f"prepare_seq{result['seq_len']}.json"
+    out = args.out or Path(__file__).parent / "results" / f"prepare_seq{result['seq_len']}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

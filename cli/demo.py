@@ -112,7 +112,11 @@ class DemoConfig:
     installed). strategies: trained on the random table besides TERACON (which runs on every table).
     prepare / train / coldstart: that stage's config keys applied on top of the preset's, e.g.
     ``--set train.model.channels=32`` or ``[coldstart] negatives = 49`` (checked by the stage's class;
-    ``seed`` and the per-run ``strategy`` come from the keys above).
+    ``seed`` and the per-run ``strategy`` come from the keys above). workers: processes training the
+    runs side by side (each run is seeded and single-threaded on its own, so every number is that of
+    one run after another); 0 = automatic: one per run up to the CPU cores when the data has at least
+    ``AUTO_MIN_USERS`` users (below it a process's start-up costs more than it saves), else 1. The
+    coldstart stage's ``workers`` is the same idea for its methods (``[coldstart] workers``).
     """
 
     preset: str = "small"
@@ -121,6 +125,7 @@ class DemoConfig:
     kobert: str | None = None
     e5: bool | None = None
     strategies: tuple[str, ...] = ("teracon", "finetune")
+    workers: int = 0
     prepare: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     coldstart: dict = field(default_factory=dict)
@@ -129,6 +134,29 @@ class DemoConfig:
         require(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}", self.preset)
         if self.users is not None:
             require(self.users >= 1, "users", "must be at least 1", self.users)
+        require(self.workers >= 0, "workers", "must be 0 (automatic) or at least 1", self.workers)
+
+
+AUTO_MIN_USERS = 1000
+
+
+def _demo_workers(workers: int, n_users: int, n_runs: int, threads: int = 1) -> int:
+    """Processes for the runs: ``workers``, or automatic (see ``DemoConfig.workers``): the cores divided
+    by each run's torch threads (``threads`` 0 = all cores, so 1 process)."""
+    if workers:
+        return max(1, min(workers, n_runs))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_run = cores if threads <= 0 else threads
+    return max(1, min(cores // per_run, n_runs)) if n_users >= AUTO_MIN_USERS else 1
+
+
+def _train_run(data: Path, run_dir: Path, config, embeddings: Path) -> tuple[dict, float]:
+    """One train-sequence run of the demo (in this process or a worker); returns (metrics, seconds)."""
+    from querylearn.continual.loop import train_sequence
+
+    t0 = time.perf_counter()
+    metrics = train_sequence(data, run_dir, config=config, embeddings=embeddings)
+    return metrics, time.perf_counter() - t0
 
 
 def _stage(name: str) -> float:
@@ -147,7 +175,6 @@ def run_demo(
     single keys of ``config`` (default :class:`DemoConfig`); None means "not given".
     """
     from querylearn.continual.config import TrainConfig
-    from querylearn.continual.loop import train_sequence
     from querylearn.data.build import BuildOptions
     from querylearn.data.dataset import load_dataset
     from querylearn.data.sources import prepare
@@ -228,19 +255,35 @@ def run_demo(
     seconds["embed-init"] = time.perf_counter() - t
 
     t = _stage("3/5 train-sequence: the seven tasks one after another")
-    runs: list[Path] = []
     plan = [("teracon", name) for name in tables] + [(s, "random") for s in strategies if s != "teracon"]
-    for strategy, emb in plan:
-        run_dir = out / "runs" / f"{strategy}-{emb}"
-        t_run = time.perf_counter()
-        metrics = train_sequence(data, run_dir, config=train_cfgs[strategy], embeddings=tables[emb])
+    runs = [out / "runs" / f"{strategy}-{emb}" for strategy, emb in plan]
+    jobs = [
+        (data, run_dir, train_cfgs[strategy], tables[emb])
+        for (strategy, emb), run_dir in zip(plan, runs, strict=True)
+    ]
+    per_run = [c.threads for c in train_cfgs.values()]
+    workers = _demo_workers(cfg.workers, ds.n_users, len(jobs), 0 if 0 in per_run else max(per_run))
+
+    def show(run_dir: Path, metrics: dict, run_seconds: float) -> None:
         last = metrics["R"][-1]
         console.print(
             f"{run_dir.name}: R(T_last, ·) = "
             + ", ".join(f"{n} {v:.3f}" for n, v in zip(metrics["tasks"], last, strict=True))
-            + f"; BWT {metrics['bwt']['mean']:+.4f} ({time.perf_counter() - t_run:.0f}s)"
+            + f"; BWT {metrics['bwt']['mean']:+.4f} ({run_seconds:.0f}s)"
         )
-        runs.append(run_dir)
+
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        console.print(f"{len(jobs)} runs in {workers} worker processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_run, *job) for job in jobs]
+            for run_dir, future in zip(runs, futures, strict=True):
+                show(run_dir, *future.result())
+    else:
+        for run_dir, job in zip(runs, jobs, strict=True):
+            show(run_dir, *_train_run(*job))
     seconds["train-sequence"] = time.perf_counter() - t
 
     t = _stage("4/5 coldstart-eval: NCF for warm and cold users")

@@ -13,6 +13,7 @@ driven through the same ``fit`` / ``score`` calls. Methods, in table order:
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class ColdstartConfig:
     standardise_reps: bool = True  # per-dimension z-score of every representation source
     # torch and implicit CPU threads; NCF batches are tiny, so a second thread mostly adds sync overhead
     threads: int = 1
+    # worker processes fitting methods side by side (each with ``threads`` threads); 0 = automatic:
+    # one per CPU core when the NCF work is big enough to pay for starting them (AUTO_MIN_WORK), else 1.
+    # Every method is seeded on its own, so the report is identical for any number of workers.
+    workers: int = 0
     ncf: NCFConfig = field(default_factory=NCFConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
@@ -76,10 +81,103 @@ class ColdstartConfig:
         for b in self.baselines:
             if b not in BASELINES:
                 raise ConfigError(f"baselines: {b!r} is not one of {', '.join(BASELINES)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers: must be 0 (automatic) or at least 1, got {self.workers}")
         if self.negatives < 1:
             raise ConfigError(f"negatives: must be at least 1, got {self.negatives}")
         if not 0.0 <= self.cold_fraction <= 1.0:
             raise ConfigError(f"cold_fraction: must lie in [0, 1], got {self.cold_fraction}")
+
+
+# NCF training examples (positives x (1 + negatives) x epochs, summed over the NCF methods) from which
+# automatic workers start processes: below it, starting them (~2 s each: a fresh interpreter imports
+# torch) costs more than it saves.
+AUTO_MIN_WORK = 3_000_000
+
+
+@dataclass
+class _Job:
+    """One method of the report: its table name, kind, registered recommender and user side."""
+
+    name: str
+    kind: str
+    registered: str
+    variant: str | None = None
+    reps: np.ndarray | None = None  # [n_users, D]
+    source: str | None = None
+
+
+@dataclass
+class _Shared:
+    """What every job reads: the split, the candidate lists and the config (sent once per worker)."""
+
+    split: Split
+    valid: tuple[np.ndarray, np.ndarray]
+    item_vectors: np.ndarray | None
+    users: np.ndarray  # [N]
+    cands: np.ndarray  # [N, C]
+    config: ColdstartConfig
+
+
+_Fitted = tuple  # (FitSummary, scores [N, C], seconds)
+_WORKER_SHARED: _Shared | None = None
+
+
+def _fit_one(job: _Job, shared: _Shared) -> _Fitted:
+    """Fit one recommender and score the test lists (the same calls in the parent or a worker)."""
+    cfg = shared.config
+    t0 = time.perf_counter()
+    rec = make_recommender(
+        job.registered, ncf=cfg.ncf, baseline=cfg.baseline, seed=cfg.seed, threads=cfg.threads
+    )
+    summary = rec.fit(
+        FitData(shared.split, valid=shared.valid, user_vectors=job.reps, item_vectors=shared.item_vectors)
+    )
+    scores = rec.score(shared.users, shared.cands)
+    return summary, scores, time.perf_counter() - t0
+
+
+def _worker_init(shared: _Shared) -> None:
+    global _WORKER_SHARED
+    _WORKER_SHARED = shared
+    torch.set_num_threads(max(1, shared.config.threads))
+
+
+def _worker_fit(job: _Job) -> _Fitted:
+    assert _WORKER_SHARED is not None
+    return _fit_one(job, _WORKER_SHARED)
+
+
+def resolve_workers(config: ColdstartConfig, split: Split, jobs: list[_Job]) -> int:
+    """``config.workers``, or for 0 the automatic choice (see ``ColdstartConfig.workers``)."""
+    if config.workers:
+        return max(1, min(config.workers, len(jobs)))
+    n_ncf = sum(job.variant is not None for job in jobs)
+    work = len(split.train_user) * (1 + config.ncf.train_negatives) * config.ncf.epochs * n_ncf
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, len(jobs))) if work >= AUTO_MIN_WORK else 1
+
+
+def fit_all(jobs: list[_Job], shared: _Shared, workers: int) -> list[_Fitted]:
+    """Results of every job, in the order of ``jobs``.
+
+    With ``workers > 1`` the jobs run in fresh ("spawn") processes, the NCF ones first (longest
+    first balances the load); each job seeds itself, so the results are those of the loop.
+    """
+    if workers <= 1:
+        return [_fit_one(job, shared) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].variant is None, i))
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(shared,),
+    ) as pool:
+        futures = {i: pool.submit(_worker_fit, jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]
 
 
 def _digest(array: np.ndarray) -> str:
@@ -170,56 +268,13 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         aligned.append(SourceInfo(src.name, src.origin, int(vec.shape[1])))
         vectors.append(vec)
 
-    methods: dict[str, MethodResult] = {}
-    user_ranks: dict[str, np.ndarray] = {}  # ranks.npz (report.py)
-
     model = config.ncf.model
-
-    def run(
-        name: str,
-        kind: str,
-        variant: str | None = None,
-        reps: np.ndarray | None = None,
-        source: str | None = None,
-    ) -> None:
-        """Fit one recommender (a classic baseline, or NCF with ``variant``), rank the lists, record it."""
-        t0 = time.perf_counter()
-        registered = name if variant is None else f"{model}-{variant}"
-        rec = make_recommender(
-            registered, ncf=config.ncf, baseline=config.baseline, seed=config.seed, threads=config.threads
-        )
-        summary = rec.fit(FitData(split, valid=valid, user_vectors=reps, item_vectors=item_vectors))
-        scores = rec.score(users, cands)
-        seconds = time.perf_counter() - t0
-        try:
-            ranks = candidate_ranks(scores, keys)
-        except ValueError as exc:
-            raise QuerylearnError(f"method {name}: {exc}") from None
-        ncf = None
-        if variant is not None:
-            ncf = NCFInfo(
-                model=model,
-                variant=variant,
-                source=source,
-                dim=None if reps is None else int(reps.shape[1]),
-                best_epoch=summary.best_epoch,
-                valid_hr10=summary.valid_hr10,
-                train_loss=summary.train_loss,
-            )
-        result = MethodResult(group_metrics(ranks, cold), kind, seconds, tied_target_rows(scores), ncf)
-        methods[name] = result
-        user_ranks[name] = ranks
-        hr = {
-            g: ("-" if result.groups[g]["hr@10"] is None else f"{result.groups[g]['hr@10']:.4f}")
-            for g in ("warm", "cold", "all")
-        }
-        log(f"{name}: HR@10 all {hr['all']} (warm {hr['warm']}, cold {hr['cold']}) in {seconds:.1f}s")
-
+    jobs: list[_Job] = []  # in table order
     for base in CLASSIC:
         if base in config.baselines:
-            run(base, "baseline")
+            jobs.append(_Job(base, "baseline", base))
     if "id" in config.variants:
-        run(f"{model}-id", "ncf", "id")
+        jobs.append(_Job(f"{model}-id", "ncf", f"{model}-id", "id"))
     rep_variants = [v for v in config.variants if v != "id"]
     if rep_variants and not sources:
         log("no --run / --users-from given: skipping the representation variants " + ", ".join(rep_variants))
@@ -227,11 +282,50 @@ def _coldstart_eval(dataset, sources, config, item_vectors, item_vectors_origin,
         if "random" in config.baselines:
             for dim in sorted({vec.shape[1] for vec in vectors}):
                 reps = random_representations(dataset.n_users, dim, config.seed)
-                run(
-                    f"{model}-{variant}[random-d{dim}]", "random", variant, reps, f"random N(0, 1), dim {dim}"
-                )
+                jobs.append(
+                    _Job(f"{model}-{variant}[random-d{dim}]", "random", f"{model}-{variant}", variant, reps,
+                         f"random N(0, 1), dim {dim}")
+                )  # fmt: skip
         for info, vec in zip(aligned, vectors, strict=True):
-            run(f"{model}-{variant}[{info.name}]", "ncf", variant, vec, info.origin)
+            name = f"{model}-{variant}[{info.name}]"
+            jobs.append(_Job(name, "ncf", f"{model}-{variant}", variant, vec, info.origin))
+
+    methods: dict[str, MethodResult] = {}
+    user_ranks: dict[str, np.ndarray] = {}  # ranks.npz (report.py)
+
+    def record(job: _Job, fitted: _Fitted) -> None:
+        """Rank one method's candidate lists and record its result and its log line."""
+        summary, scores, seconds = fitted
+        try:
+            ranks = candidate_ranks(scores, keys)
+        except ValueError as exc:
+            raise QuerylearnError(f"method {job.name}: {exc}") from None
+        ncf = None
+        if job.variant is not None:
+            ncf = NCFInfo(
+                model=model,
+                variant=job.variant,
+                source=job.source,
+                dim=None if job.reps is None else int(job.reps.shape[1]),
+                best_epoch=summary.best_epoch,
+                valid_hr10=summary.valid_hr10,
+                train_loss=summary.train_loss,
+            )
+        result = MethodResult(group_metrics(ranks, cold), job.kind, seconds, tied_target_rows(scores), ncf)
+        methods[job.name] = result
+        user_ranks[job.name] = ranks
+        hr = {
+            g: ("-" if result.groups[g]["hr@10"] is None else f"{result.groups[g]['hr@10']:.4f}")
+            for g in ("warm", "cold", "all")
+        }
+        log(f"{job.name}: HR@10 all {hr['all']} (warm {hr['warm']}, cold {hr['cold']}) in {seconds:.1f}s")
+
+    shared = _Shared(split, valid, item_vectors, users, cands, config)
+    workers = resolve_workers(config, split, jobs)
+    if workers > 1:
+        log(f"fitting {len(jobs)} methods in {workers} worker processes ({config.threads} thread(s) each)")
+    for job, fitted in zip(jobs, fit_all(jobs, shared, workers), strict=True):
+        record(job, fitted)
 
     return ColdstartReport(
         querylearn_version=__version__,

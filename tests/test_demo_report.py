@@ -138,6 +138,27 @@ def test_demo_with_a_kobert_folder_adds_a_kobert_run(tmp_path):
     assert "neumf-rep[teracon-kobert@T7/mask-T7]" in rep["methods"]
 
 
+def test_demo_workers_give_the_numbers_of_one_run_after_another(demo_dir, tmp_path):
+    """workers=2 trains the runs (and fits the cold-start methods) in worker processes: every R
+    matrix, BWT and cold-start metric equals the sequential demo's (demo_dir: automatic = 1 here)."""
+    from querylearn.cli.demo import _demo_workers
+
+    assert _demo_workers(0, 150, 2) == 1 and _demo_workers(3, 150, 2) == 2
+    assert _demo_workers(0, 5000, 2, threads=0) == 1  # a run on all cores leaves none to a second
+    out = tmp_path / "w"
+    run_demo(out, preset="tiny", seed=0, e5=False, workers=2, coldstart={"workers": 2})
+    for run in ("teracon-random", "finetune-random"):
+        a = json.loads((demo_dir / "runs" / run / "metrics.json").read_text())
+        b = json.loads((out / "runs" / run / "metrics.json").read_text())
+        assert (a["R"], a["bwt"], a["best_epoch"]) == (b["R"], b["bwt"], b["best_epoch"]), run
+    a, b = (
+        json.loads((d / "coldstart" / "report.json").read_text().replace(str(d), "D"))["methods"]
+        for d in (demo_dir, out)
+    )
+    strip = lambda m: {k: {f: v for f, v in e.items() if f != "seconds"} for k, e in m.items()}  # noqa: E731
+    assert strip(a) == strip(b)
+
+
 def test_demo_summary_refuses_another_kind():
     from querylearn.errors import QuerylearnError
 

@@ -156,6 +156,35 @@ def test_same_seed_same_candidates_for_every_method(toy_dataset):
     assert (pop_a.groups, pop_a.tied_targets) == (pop_b.groups, pop_b.tied_targets)
 
 
+def test_worker_processes_give_the_report_of_the_loop(toy_dataset, toy_reps):
+    """workers=2 (methods fitted side by side in spawned processes) reproduces workers=1 exactly:
+    every metric, tie count, best epoch, validation curve and loss of every method, in table order."""
+    from querylearn.recsys.coldstart import AUTO_MIN_WORK, resolve_workers
+    from querylearn.recsys.representations import read_user_parquet
+
+    ds = load_dataset(toy_dataset)
+    rep = read_user_parquet(toy_reps)
+    base = dict(threads=1, negatives=6, seed=2, cold_fraction=0.3, ncf=NCFConfig(epochs=2))
+    loop = coldstart_eval(ds, [rep], ColdstartConfig(workers=1, **base))
+    pool = coldstart_eval(ds, [rep], ColdstartConfig(workers=2, **base))
+    assert list(loop.methods) == list(pool.methods) == [
+        "most-popular", "als", "bpr", "neumf-id", f"neumf-rep[random-d{rep.dim}]", "neumf-rep[toy_reps]"
+    ]  # fmt: skip
+    for name, a in loop.methods.items():
+        b = pool.methods[name]
+        assert (a.groups, a.tied_targets, a.kind, a.ncf) == (b.groups, b.tied_targets, b.kind, b.ncf), name
+        np.testing.assert_array_equal(loop.user_ranks[name], pool.user_ranks[name])
+    # automatic: the toy's NCF work is far below the threshold, so no process is started
+    split_work = len(ds.interactions.user_index) * 5 * 2 * 3
+    assert split_work < AUTO_MIN_WORK
+    from querylearn.recsys.coldstart import build_split
+
+    cfg0 = ColdstartConfig(**base)
+    assert resolve_workers(cfg0, build_split(ds, cfg0), []) == 1
+    with pytest.raises(QuerylearnError, match="workers"):
+        ColdstartConfig(workers=-1)
+
+
 def test_learnt_representation_beats_random_for_cold_users(toy_dataset, toy_reps):
     """The toy items follow the last query, so a representation holding it must help cold users."""
     from querylearn.recsys.representations import read_user_parquet
