@@ -154,6 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--result", default=None, help="results file name under bench/results "
+                    "(default scale_<users>.json)")
     ap.add_argument("--train-steps", type=int, default=0,
                     help="measure this many T1 steps (and --eval-rows ranked test rows) in one process "
                          "and extrapolate the epoch, instead of running the whole epoch (0)")
@@ -170,7 +172,9 @@ def main() -> None:
         return
 
     work = args.work
-    result: dict = {"users": args.users, "engine": args.engine, "memory_limit": args.memory_limit}
+    result: dict = {"users": args.users}
+    if not args.skip_prepare:
+        result.update(engine=args.engine, memory_limit=args.memory_limit)
     if not (args.reuse and (work / "tasks.toml").is_file()):
         t0 = time.perf_counter()
         result.update(generate(work, args.users, args.parts, args.seed))
@@ -243,7 +247,7 @@ def main() -> None:
             train_sets=args.sets,
         )
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / f"scale_{args.users}.json"
+    out = Path(__file__).parent / "results" / (args.result or f"scale_{args.users}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
