@@ -1,25 +1,32 @@
 """Benchmark at portal scale: a partitioned synthetic log -> prepare (DuckDB) -> one T1 epoch.
 
-Issue 15's figures are for 1,000,000 users (about 58 M query rows as partitioned Parquet): prepare time
+Issue 15's figures are for 1,000,000 users (55.0 M query rows as partitioned Parquet): prepare time
 and peak RSS (goal: under 10 minutes, under 4 GiB) and one T1 epoch with the sampled softmax (goal:
 peak RSS under 8 GiB), plus data-parallel scaling (1 process x 2 threads against 2 processes x 1 thread).
-Run it on an otherwise idle machine::
+The measured figures and their exact commands are in docs/scale.md::
 
-    python bench/bench_scale.py --users 1000000 --parts 64 --memory-limit 3GB --work /data/qlscale
-    python bench/bench_scale.py --users 1000000 --reuse --skip-prepare --nproc 2 --threads 1
-    python bench/bench_scale.py --users 20000 --parts 8 --threads 1 \
-        --set model.channels=64 --set "model.dilations=[1,4]"   # a smoke check (minutes, not the figures)
+    python bench/bench_scale.py --users 1000000 --parts 64 --memory-limit 2GB --work W --skip-train
+    python bench/bench_scale.py --users 1000000 --reuse --skip-prepare --work W --train-steps 30 \
+        --eval-rows 2048 --threads 2 --set model.channels=64 --set "model.dilations=[1,4]"
+    python bench/bench_scale.py --users 10000 --parts 4 --work W10 --threads 2 --nproc 1 \
+        --set model.channels=64 --set "model.dilations=[1,4]"       # then --reuse --skip-prepare
+                                                                    # --threads 1 --nproc 2
 
-Steps, each in its own child process (peak RSS = that process tree's largest resident set):
+Steps, each in its own child process (peak RSS = that process tree's largest resident set; CPU
+seconds = its user + system time, less inflated than wall time on a loaded machine):
   1. generate: the synthetic Korean log of ``--users`` users, written block by block (``--parts``
      Hive-style partitions ``log/part=NNN/data.parquet``, users renamed per block so they stay unique),
      the label CSVs, the interactions and tasks.toml; skipped with ``--reuse``;
   2. prepare: ``querylearn prepare files --queries log/ --engine duckdb --memory-limit ...``;
   3. train: ``querylearn train-sequence --tasks T1 --epochs 1`` with ``next_query.sampled_softmax = K``
      (``--nproc N`` runs it data-parallel), reporting the epoch's training seconds (metrics.json) and
-     samples/s, and the whole command's wall time (validation and the chunked test ranking included).
+     samples/s, and the whole command's wall time (validation and the chunked test ranking included);
+     or, with ``--train-steps N``, N steps of that epoch in one process the way train-sequence sets it up
+     (dataset memory-mapped, every task loaded, full-vocabulary model) plus ``--eval-rows`` ranked
+     validation and test rows, and the epoch and ranking extrapolated from them (the rule is in the JSON).
 
-Results are printed and written to bench/results/scale_<users>.json.
+Results are printed and written to bench/results/scale_<users>.json (or ``--result NAME``), with the
+load average at the end of each measured step.
 """
 
 from __future__ import annotations
