@@ -129,3 +129,20 @@ def test_nproc_builds_the_torchrun_command():
         "-m", "querylearn", "train-sequence", "--data", "D", "--out", "R"]
     with pytest.raises(ConfigError, match="--nproc 0"):
         torchrun_command(0, [])
+
+
+def test_mapped_sequences_give_the_int64_rows_of_the_file(tmp_path):
+    """On the CPU train-sequence indexes the memory-mapped int32 file: the rows of the int64 tensor."""
+    import numpy as np
+    import torch
+
+    from querylearn.continual.distributed import MappedSequences
+
+    arr = np.arange(24, dtype=np.int32).reshape(6, 4)
+    np.save(tmp_path / "s.npy", arr)
+    seqs = MappedSequences(np.load(tmp_path / "s.npy", mmap_mode="r"), torch.device("cpu"))
+    rows = torch.tensor([4, 0, 4])
+    got = seqs[rows]
+    assert got.dtype == torch.int64 and got.device.type == "cpu"
+    assert torch.equal(got, torch.as_tensor(arr, dtype=torch.int64)[rows])
+    assert seqs.shape == (6, 4) and len(seqs) == 6

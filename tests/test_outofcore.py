@@ -128,7 +128,11 @@ def test_expand_inputs_globs_and_errors(tmp_path):
     assert expand_inputs(tmp_path / "missing.csv") == [tmp_path / "missing.csv"]
 
 
-def test_engine_choice_and_memory_limit_errors(tmp_path, capsys):
+def test_engine_choice_and_memory_limit_errors(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the DuckDB folder would go
     small = [tmp_path / "a.csv"]
     small[0].write_text("x")
     assert choose_engine("auto", small, None) == "pandas"
@@ -143,3 +147,4 @@ def test_engine_choice_and_memory_limit_errors(tmp_path, capsys):
               "--memory-limit", "lots", "--out", str(tmp_path / "ds")])
     assert e.value.code == 1
     assert "--memory-limit 'lots' is not a size" in capsys.readouterr().err
+    assert not list((tmp_path / "tmp").iterdir())  # refused before any temporary database was created

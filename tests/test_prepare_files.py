@@ -249,3 +249,26 @@ def test_cli_prepare_prints_summary_and_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "log.csv: the file is empty" in err and "Traceback" not in err
     assert isinstance(DataError("p", "m"), QuerylearnError)
+
+
+def test_interactions_streamed_in_chunks_keep_order_ties_and_item_numbering(tmp_path):
+    """Interactions are reduced chunk by chunk: equal times keep file order across chunk borders, items
+    are numbered in natural order whatever chunk they first appear in, unknown users are counted."""
+    f = write_files(tmp_path, n_users=4)
+    rows = [("u1", "item9", 50), ("u0", "item10", 40), ("nobody", "item7", 1), ("u1", "item2", 50),
+            ("u0", "item9", 30), ("u1", "item10", 50), ("u0", "item2", 40)]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(f["interactions"], index=False)
+    for chunk_rows in (2, 3, 1000):
+        opts = BuildOptions(seq_len=6, chunk_rows=chunk_rows)
+        m = prepare_files(tmp_path / f"c{chunk_rows}", **f, opts=opts)
+        assert m["summary"]["interactions"] == {"rows": 7, "skipped_unknown_user_rows": 1,
+                                                "items_without_text": 3}
+    inter = load_dataset(tmp_path / "c2").interactions
+    assert inter.item_ids == ["item10", "item2", "item9"]  # code-point order (not all integers)
+    u0, u1 = (load_dataset(tmp_path / "c2").user_ids.index(u) for u in ("u0", "u1"))
+    got = [(int(u), inter.item_ids[i], int(t)) for u, i, t in
+           zip(inter.user_index, inter.item_index, inter.timestamp, strict=True)]
+    # u0 by time (40, 40 tie: file order item10 then item2), u1's three rows at 50 in file order
+    assert got == [(u0, "item9", 30), (u0, "item10", 40), (u0, "item2", 40),
+                   (u1, "item9", 50), (u1, "item2", 50), (u1, "item10", 50)]
+    assert _digest(tmp_path / "c2") == _digest(tmp_path / "c3") == _digest(tmp_path / "c1000")

@@ -16,7 +16,10 @@ starts N copies of the command. Each process:
 * evaluates its contiguous share of the rows and all-gathers the integer ranks
   (:func:`gather_ranks`), so every rank computes the metrics of one process from the same ranks and
   takes the same early-stopping decision;
-* writes nothing unless it is rank 0 (checkpoints, logs, run.json, metrics.json, progress).
+* writes nothing unless it is rank 0 (checkpoints, logs, run.json, metrics.json, progress);
+* on the CPU reads the sequences through :class:`MappedSequences` (the memory-mapped int32
+  ``sequences.npy``: the processes of one machine share its pages instead of each holding an int64
+  copy; only the rows of a batch are copied).
 
 Without torchrun's environment (WORLD_SIZE unset or 1) every function here is the identity.
 """
@@ -46,6 +49,30 @@ class World:
     @property
     def active(self) -> bool:
         return self.size > 1
+
+
+class MappedSequences:
+    """``sequences.npy`` [n_users, L] int32, memory-mapped, indexed like the int64 device tensor.
+
+    ``seqs[rows]`` (rows: an int64 tensor of user indices) -> int64 tensor [len(rows), L] on
+    ``device``. Only these rows are read and copied, so a process never holds all the sequences
+    (1M users x 60 positions: 480 MB as int64 per process otherwise).
+    """
+
+    def __init__(self, array: np.ndarray, device: torch.device):
+        self.array = array
+        self.device = torch.device(device)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        idx = rows.cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
+        return torch.from_numpy(np.asarray(self.array[idx], dtype=np.int64)).to(self.device)
 
 
 def world() -> World:

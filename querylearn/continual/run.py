@@ -80,9 +80,11 @@ class _Run:
         # "auto" becomes fp32 or bf16 here (continual/precision.py); config.toml keeps what was asked
         self.precision = resolve_precision(config.precision, self.device)
         self.config = config = dataclasses.replace(config, precision=self.precision.used)
-        self.sequences = torch.as_tensor(
-            np.asarray(ds.sequences, dtype=np.int64), device=self.device
-        )  # [n_users, L]
+        # [n_users, L]: on the CPU the memory-mapped file (rows copied per batch), else one device copy
+        self.sequences = (
+            distributed.MappedSequences(ds.sequences, self.device) if self.device.type == "cpu"
+            else torch.as_tensor(np.asarray(ds.sequences, dtype=np.int64), device=self.device)
+        )
         self.tasks = {name: task_data(ds, name) for name in ds.task_names}
         self.strategy = build_strategy(config.strategy, config)
         self.history: dict = {"R": [], "R_detail": [], "single": [], "single_detail": [], "per_task": []}
@@ -395,7 +397,7 @@ def train_sequence(
         torch.set_num_threads(config.threads)
     set_mmap_threshold(config.mmap_threshold_mb)  # opt-in: freed activations go back to the OS
     world = distributed.init_from_env(config.device)  # torchrun: join the process group (no-op otherwise)
-    ds = load_dataset(data, mmap=True)  # sequences.npy memory-mapped: the device tensor is the one copy
+    ds = load_dataset(data, mmap=True)  # sequences.npy memory-mapped (MappedSequences on the CPU)
     if resume is not None:  # a re-prepared dataset (other vocabulary, users, labels) cannot continue the run
         check_dataset_fingerprint(data, read_json(run_dir / "run.json").get("data_fingerprint"), run_dir)
     order = resolve_task_order(ds, config.tasks)

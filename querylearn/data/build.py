@@ -8,6 +8,7 @@ the raw log. Every dropped or skipped row is counted in the summary.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,15 @@ class LabelTable:
     name: str
     kind: str
     metric: str
-    frame: pd.DataFrame | None  # None for next_query
+    frame: pd.DataFrame | None  # None for next_query (or until ``load`` reads it)
     path: str = "<memory>"
+    load: Callable[[], pd.DataFrame] | None = None  # reads the frame when its task is assembled
+
+    def loaded(self) -> LabelTable:
+        """This table with ``frame`` read (one label file in memory at a time)."""
+        if self.frame is None and self.load is not None:
+            return dataclasses.replace(self, frame=self.load(), load=None)
+        return self
 
 
 def normalised_rows(chunk: pd.DataFrame, path: str, order0: int) -> tuple[pd.DataFrame, int]:
@@ -245,40 +253,50 @@ def _label_task(
 
 
 def _interactions(
-    frame: pd.DataFrame, path: str, uindex: dict[str, int], item_texts: dict[str, str] | None
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
+    path: str,
+    uindex: dict[str, int],
+    item_texts: dict[str, str] | None,
 ) -> tuple[Interactions, dict]:
-    ts = parse_timestamps(path, frame["timestamp"], frame["_row"])
-    f = pd.DataFrame(
-        {
-            "user_id": frame["user_id"].str.strip(),
-            "item_id": frame["item_id"].str.strip(),
-            "timestamp": ts,
-            "order": np.arange(len(frame)),
-        }
-    )
-    uidx = f["user_id"].map(uindex)
-    unknown = uidx.isna()
-    stats = {"rows": int(len(f)), "skipped_unknown_user_rows": int(unknown.sum())}
-    f = f[~unknown].assign(u=uidx[~unknown].astype(np.int64))
-    if f.empty:
+    """Interaction rows (one frame or reader chunks: user_id, item_id, timestamp, _row) -> arrays.
+
+    Streamed: each chunk is reduced to int64 user index, time and an item code before the next is
+    read, so memory is ~24 bytes per kept row plus the distinct item ids, never the raw strings.
+    Rows are ordered by (user, time, file order); item ids are numbered in natural order.
+    """
+    if isinstance(frames, pd.DataFrame):
+        frames = [frames]
+    codes: dict[str, int] = {}  # item id -> first-seen code
+    us, nss, cs = [], [], []
+    stats = {"rows": 0, "skipped_unknown_user_rows": 0}
+    for frame in frames:
+        ns = parse_timestamps(path, frame["timestamp"], frame["_row"])
+        uidx = frame["user_id"].str.strip().map(uindex)
+        known = uidx.notna().to_numpy()
+        stats["rows"] += int(len(frame))
+        stats["skipped_unknown_user_rows"] += int((~known).sum())
+        local, uniq = pd.factorize(frame["item_id"].str.strip().to_numpy(dtype=object)[known])
+        glob = np.fromiter((codes.setdefault(str(i), len(codes)) for i in uniq), np.int64, len(uniq))
+        us.append(uidx.to_numpy()[known].astype(np.int64))
+        nss.append(ns[known])
+        cs.append(glob[local])
+    u = np.concatenate(us) if us else np.zeros(0, np.int64)
+    if not len(u):
         raise DataError(
             path,
             "no interaction rows belong to users of the query log",
             fix="check that its user_id values match the query log",
         )
-    item_ids = natural_sorted(pd.unique(f["item_id"]))
-    iindex = {i: n for n, i in enumerate(item_ids)}
-    f = f.assign(i=f["item_id"].map(iindex)).sort_values(["u", "timestamp", "order"], kind="stable")
+    ns, code = np.concatenate(nss), np.concatenate(cs)
+    del us, nss, cs
+    item_ids = natural_sorted(codes)  # codes keep first-seen order: ties sort as pd.unique would
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[[codes[i] for i in item_ids]] = np.arange(len(item_ids))
+    order = np.lexsort((ns, u))  # stable: equal (user, time) keep file order
     texts = [(item_texts or {}).get(i, i) for i in item_ids]
     stats["items_without_text"] = int(sum(1 for i in item_ids if i not in (item_texts or {})))
-    inter = Interactions(
-        f["u"].to_numpy(np.int64),
-        f["i"].to_numpy(np.int64),
-        f["timestamp"].to_numpy(np.int64) // NS_PER_S,
-        item_ids,
-        texts,
-    )  # sorted by ns, stored in s
-    return inter, stats
+    inter = Interactions(u[order], rank[code[order]], ns[order] // NS_PER_S, item_ids, texts)
+    return inter, stats  # sorted by ns, stored in s
 
 
 def assemble(
@@ -289,7 +307,7 @@ def assemble(
     *,
     source: str,
     synthetic: bool,
-    interactions: pd.DataFrame | None = None,
+    interactions: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
     interactions_path: str = "<memory>",
     item_texts: dict[str, str] | None = None,
     extra: dict | None = None,
@@ -335,7 +353,7 @@ def assemble(
             )
             summary["tasks"][table.name] = {"skipped_users_with_one_query": int(len(user_ids) - len(users))}
         else:
-            task, stats = _label_task(table, uindex, user_split, opts, task_no)
+            task, stats = _label_task(table.loaded(), uindex, user_split, opts, task_no)
             tasks.append(task)
             summary["tasks"][table.name] = stats
     inter = None

@@ -102,6 +102,7 @@ class DuckLogAccumulator:
                  tmp_dir: str | Path | None = None, threads: int | None = None):
         import duckdb
 
+        limit = None if memory_limit is None else _checked_limit(memory_limit)  # before any file exists
         self.seq_len = seq_len
         self.path = path
         self.rows_read = 0
@@ -111,7 +112,7 @@ class DuckLogAccumulator:
         self._con = duckdb.connect(os.path.join(self._dir, "log.duckdb"))
         try:
             if memory_limit is not None:
-                self._con.execute(f"SET memory_limit = '{_checked_limit(memory_limit)}'")
+                self._con.execute(f"SET memory_limit = '{limit}'")
             self._con.execute(f"SET temp_directory = '{os.path.join(self._dir, 'spill')}'")
             self._con.execute("SET preserve_insertion_order = false")
             if threads is not None:

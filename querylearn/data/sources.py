@@ -6,6 +6,8 @@ so every source goes through the same validated path.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,8 +123,15 @@ def prepare_files(
             "of each user is what is held out)",
             fix="pass --interactions FILE or drop the flag",
         )
-    inter = _read_all(Path(interactions), ("user_id", "item_id", "timestamp")) if interactions else None
-    held = _held_out_interactions(inter, str(interactions)) if opts.exclude_last_interaction else None
+    inter, held = None, None
+    if interactions and opts.exclude_last_interaction:  # the held-out item needs the whole table first
+        inter = _read_all(Path(interactions), ("user_id", "item_id", "timestamp"))
+        held = _held_out_interactions(inter, str(interactions))
+    elif interactions:  # streamed in chunks when the dataset is assembled (build._interactions)
+        columns = ("user_id", "item_id", "timestamp")
+        chunks = iter_table(Path(interactions), columns, chunk_rows=opts.chunk_rows)
+        first = next(chunks, None)  # a missing file or column is reported now, before the log is read
+        inter = itertools.chain([] if first is None else [first], chunks)
     paths = expand_inputs(queries)
     keep_users = _first_users(paths, users, opts.chunk_rows) if users is not None else None
     args = dict(
@@ -153,6 +162,10 @@ def _files_from_log(
     tables = []
     held_label_rows = 0
     for s in specs:
+        if s.labels is not None and held is None:  # read when its task is assembled, one at a time
+            load = functools.partial(_read_all, s.labels, ("user_id", "label"))
+            tables.append(LabelTable(s.name, s.kind, s.metric, None, str(s.labels), load=load))
+            continue
         frame = None if s.labels is None else _read_all(s.labels, ("user_id", "label"))
         if frame is not None and held is not None and s.kind == "multi_target":
             same = (
