@@ -373,19 +373,19 @@ def test_config_rejects_negative_generator_aux():
         load_config(TrainConfig, None, {"next_query.generator_aux": -1.0})
 
 
-def test_copy_head_with_aux_learns_t1_and_the_next_task_still_trains(toy, tmp_path):
+def test_copy_head_with_the_defaults_learns_t1_and_the_next_task_still_trains(toy, tmp_path):
     """toy: T1 is a walk (next = last + 1 with p 0.9, a new query: the generator's work, not the copy's)
-    and T3 a function of the last query. With the auxiliary term the copy head learns the walk better
-    and the encoder carries T3; without it the copy path takes T1's gradient and T3 stays at chance."""
+    and T3 a function of the last query. With the defaults (generator_aux = 1, copy_grad = "head")
+    the copy head learns the walk and the encoder carries T3; with the mixture's CE alone and the
+    copy path's gradient in the encoder ("full", λ = 0), T1 is learnt less and T3 stays at chance."""
     over = {**TINY, "strategy": "finetune", "tasks": ["T1", "T3"], "next_query.head": "copy",
-            "t1.max_epochs": 6, "t1.lr": 1e-2, "later.max_epochs": 6, "later.lr": 1e-2, "selection_metric": "task",
-            "next_query.ignore_padding": True}
-    got = {}
-    for lam in (0.0, 1.0):
-        cfg = load_config(TrainConfig, None, {**over, "next_query.generator_aux": lam})
-        got[lam] = train_sequence(toy, tmp_path / str(lam), config=cfg)["R"]
-    assert got[1.0][0][0] >= 0.7 and got[1.0][0][0] > got[0.0][0][0], got  # T1 after T1
-    assert got[1.0][1][1] >= 0.4 > got[0.0][1][1], got  # T3 above its 1/3 chance only with the term
+            "t1.max_epochs": 6, "t1.lr": 1e-2, "later.max_epochs": 6, "later.lr": 1e-2,
+            "selection_metric": "task", "next_query.ignore_padding": True}
+    default = train_sequence(toy, tmp_path / "default", config=load_config(TrainConfig, None, over))["R"]
+    plain = {**over, "next_query.generator_aux": 0.0, "next_query.copy_grad": "full"}
+    old = train_sequence(toy, tmp_path / "old", config=load_config(TrainConfig, None, plain))["R"]
+    assert default[0][0] >= 0.8 > old[0][0], (default, old)  # T1 after T1
+    assert default[1][1] >= 0.6 and old[1][1] <= 0.34, (default, old)  # T3 (3 classes, chance 1/3)
 
 
 # ---- references in metrics.json and in the report --------------------------------------------------

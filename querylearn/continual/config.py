@@ -55,8 +55,8 @@ class NextQueryConfig:
     exclude_padding_from_ranking: bool = True
     sampled_softmax: int = 0
     head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
-    generator_aux: float = 0.0
-    copy_grad: Literal["full", "head"] = "full"
+    generator_aux: float = 1.0
+    copy_grad: Literal["full", "head"] = "head"
 
     def __post_init__(self) -> None:
         require(self.generator_aux >= 0, "generator_aux", "must be >= 0 (0 = no auxiliary term)", self.generator_aux)
