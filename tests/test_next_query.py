@@ -300,7 +300,8 @@ AUX_IDS = torch.tensor([[0, 2, 3, 2, 3, 2], [0, 0, 4, 5, 4, 5]])
 
 
 def _aux_loss(m, lam, sampled=0):
-    cfg = load_config(TrainConfig, None, {"next_query.generator_aux": lam, "next_query.sampled_softmax": sampled})
+    over = {"next_query.generator_aux": lam, "next_query.sampled_softmax": sampled}
+    cfg = load_config(TrainConfig, None, over)
     return next_query_loss(m, AUX_IDS, "T1", m.smax, cfg, torch.Generator().manual_seed(0))
 
 
@@ -333,7 +334,8 @@ def test_generator_aux_gradient_reaches_the_encoder_and_not_the_copy_path():
             gen = m.heads.generator_logits(out.hidden, "T1", item_vectors=m.item_vectors)
             loss = torch.nn.functional.cross_entropy(gen.reshape(-1, 12), AUX_IDS[:, 1:].reshape(-1))
         loss.backward()
-        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in m.named_parameters()}
+        params = m.named_parameters()
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in params}
 
     mix, aux, both = grads(0.0), grads(0.0, generator_only=True), grads(0.5)
     encoder = [n for n in mix if not n.startswith("heads.")]

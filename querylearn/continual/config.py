@@ -59,7 +59,8 @@ class NextQueryConfig:
     copy_grad: Literal["full", "head"] = "head"
 
     def __post_init__(self) -> None:
-        require(self.generator_aux >= 0, "generator_aux", "must be >= 0 (0 = no auxiliary term)", self.generator_aux)
+        lam = self.generator_aux
+        require(lam >= 0, "generator_aux", "must be >= 0 (0 = no auxiliary term)", lam)
         require(
             self.sampled_softmax >= 0,
             "sampled_softmax",
