@@ -295,6 +295,101 @@ def test_sampled_softmax_loss_with_the_copy_head_is_finite_and_trains():
     assert m.item_embedding.weight.grad.abs().sum() > 0
 
 
+# ---- the generator's auxiliary term (next_query.generator_aux) -------------------------------------
+AUX_IDS = torch.tensor([[0, 2, 3, 2, 3, 2], [0, 0, 4, 5, 4, 5]])
+
+
+def _aux_loss(m, lam, sampled=0):
+    over = {"next_query.generator_aux": lam, "next_query.sampled_softmax": sampled}
+    cfg = load_config(TrainConfig, None, over)
+    return next_query_loss(m, AUX_IDS, "T1", m.smax, cfg, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("head", ["copy", "tied-copy"])
+def test_generator_aux_adds_lambda_times_the_generator_ce(head):
+    m = _model(head)
+    base, out = _aux_loss(m, 0.0)
+    with_aux, _ = _aux_loss(m, 0.5)
+    gen = m.heads.generator_logits(out.hidden, "T1", item_vectors=m.item_vectors)  # [B, L-1, V]
+    expected = torch.nn.functional.cross_entropy(gen.reshape(-1, 12), AUX_IDS[:, 1:].reshape(-1))
+    torch.testing.assert_close(with_aux - base, 0.5 * expected)
+    # the generator is the mixture's softmax part: with the gate shut (g = 1) the two agree
+    torch.testing.assert_close(m.heads.generator_logits(out.hidden, "T1", item_vectors=m.item_vectors)
+                               .log_softmax(-1)[0, 0], out.logits[0, 0])  # row 0: nothing to copy yet
+    sampled, _ = _aux_loss(m, 0.5, sampled=3)  # over a candidate list as well
+    assert torch.isfinite(sampled)
+
+
+@pytest.mark.parametrize("head", ["softmax", "tied"])
+def test_generator_aux_leaves_heads_without_copy_alone(head):
+    m = _model(head)
+    torch.testing.assert_close(_aux_loss(m, 0.0)[0], _aux_loss(m, 2.0)[0])
+
+
+def test_generator_aux_gradient_reaches_the_encoder_and_not_the_copy_path():
+    def grads(lam, generator_only=False):
+        m = _model("copy")
+        loss, out = _aux_loss(m, lam)
+        if generator_only:  # CE of the generator alone, by hand
+            gen = m.heads.generator_logits(out.hidden, "T1", item_vectors=m.item_vectors)
+            loss = torch.nn.functional.cross_entropy(gen.reshape(-1, 12), AUX_IDS[:, 1:].reshape(-1))
+        loss.backward()
+        params = m.named_parameters()
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in params}
+
+    mix, aux, both = grads(0.0), grads(0.0, generator_only=True), grads(0.5)
+    encoder = [n for n in mix if not n.startswith("heads.")]
+    assert sum(float(aux[n].abs().sum()) for n in encoder) > 0  # the generator's CE trains the encoder
+    for n in mix:  # d loss(λ) = d CE(mixture) + λ d CE(generator)
+        torch.testing.assert_close(both[n], mix[n] + 0.5 * aux[n])
+    for n in ("heads.heads.T1.gate.weight", "heads.heads.T1.recency", "heads.heads.T1.copy_query.weight"):
+        assert aux[n].abs().sum() == 0  # the auxiliary term leaves the copy path alone
+
+
+def test_copy_grad_head_keeps_the_copy_path_out_of_the_encoder():
+    """With the generator's weight W = 0 its logits do not depend on h, so under copy_grad = "head"
+    the encoder gets no gradient at all, while under "full" the gate and attention reach it; the
+    outputs are the same either way and the copy path's own weights learn in both."""
+
+    def run(mode):
+        m = _model("copy")
+        with torch.no_grad():
+            m.heads.heads["T1"].weight.zero_()
+        cfg = load_config(TrainConfig, None, {"next_query.copy_grad": mode})
+        loss, out = next_query_loss(m, AUX_IDS, "T1", m.smax, cfg, torch.Generator().manual_seed(0))
+        loss.backward()
+        enc = sum(float(p.grad.abs().sum()) for n, p in m.named_parameters()
+                  if not n.startswith("heads.") and p.grad is not None)
+        head = m.heads.heads["T1"]
+        return enc, out.logits.detach(), head
+
+    full_grad, full_out, _ = run("full")
+    head_grad, head_out, head = run("head")
+    torch.testing.assert_close(full_out, head_out)
+    assert full_grad > 0 and head_grad == 0
+    assert head.gate.weight.grad.abs().sum() > 0 and head.copy_query.weight.grad.abs().sum() > 0
+
+
+def test_config_rejects_negative_generator_aux():
+    with pytest.raises(Exception, match="generator_aux: must be >= 0"):
+        load_config(TrainConfig, None, {"next_query.generator_aux": -1.0})
+
+
+def test_copy_head_with_the_defaults_learns_t1_and_the_next_task_still_trains(toy, tmp_path):
+    """toy: T1 is a walk (next = last + 1 with p 0.9, a new query: the generator's work, not the copy's)
+    and T3 a function of the last query. With the defaults (generator_aux = 1, copy_grad = "head")
+    the copy head learns the walk and the encoder carries T3; with the mixture's CE alone and the
+    copy path's gradient in the encoder ("full", λ = 0), T1 is learnt less and T3 stays at chance."""
+    over = {**TINY, "strategy": "finetune", "tasks": ["T1", "T3"], "next_query.head": "copy",
+            "t1.max_epochs": 6, "t1.lr": 1e-2, "later.max_epochs": 6, "later.lr": 1e-2,
+            "selection_metric": "task", "next_query.ignore_padding": True}
+    default = train_sequence(toy, tmp_path / "default", config=load_config(TrainConfig, None, over))["R"]
+    plain = {**over, "next_query.generator_aux": 0.0, "next_query.copy_grad": "full"}
+    old = train_sequence(toy, tmp_path / "old", config=load_config(TrainConfig, None, plain))["R"]
+    assert default[0][0] >= 0.8 > old[0][0], (default, old)  # T1 after T1
+    assert default[1][1] >= 0.6 and old[1][1] <= 0.34, (default, old)  # T3 (3 classes, chance 1/3)
+
+
 # ---- references in metrics.json and in the report --------------------------------------------------
 def test_references_stored_beside_R_on_the_same_rows(toy, tmp_path):
     from querylearn.report import build_report

@@ -43,14 +43,24 @@ class NextQueryConfig:
     (0 = full softmax).
     head: the T1 output head (``querylearn.models.heads``): "softmax" (the paper's linear head),
     "tied" (output weights = the input query vectors), "copy" (softmax mixed with a copy
-    distribution over the user's own earlier queries by a learnt gate), "tied-copy" (both)."""
+    distribution over the user's own earlier queries by a learnt gate), "tied-copy" (both).
+    generator_aux: λ of the auxiliary term of the copy heads, loss = CE(mixture) + λ · CE(the
+    softmax generator alone), so the encoder keeps learning what the plain head teaches it
+    (docs/algorithms.md#next-query-heads; 0 = the mixture's CE alone; no effect on other heads).
+    copy_grad: "full" (the copy gate and attention back-propagate into the encoder and the query
+    vectors) or "head" (they read both detached: only the gate, W_q and the recency bias learn
+    from the copy path, the encoder from the generator)."""
 
     ignore_padding: bool = False
     exclude_padding_from_ranking: bool = True
     sampled_softmax: int = 0
     head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
+    generator_aux: float = 1.0
+    copy_grad: Literal["full", "head"] = "head"
 
     def __post_init__(self) -> None:
+        lam = self.generator_aux
+        require(lam >= 0, "generator_aux", "must be >= 0 (0 = no auxiliary term)", lam)
         require(
             self.sampled_softmax >= 0,
             "sampled_softmax",

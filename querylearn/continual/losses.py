@@ -2,13 +2,16 @@
 
 - next_query: input x[:, :L-1], targets x[:, 1:], softmax CE over every position (padding targets
   kept unless ``next_query.ignore_padding``; optional sampled softmax over the batch's targets plus
-  uniform negatives).
+  uniform negatives). A copy head's loss adds ``next_query.generator_aux`` × the CE of its
+  softmax generator alone (the pointer-generator's auxiliary term).
 - multi_target / classify: input the full sequence, readout at the last position, softmax CE over
   the task's labels; multi-target users contribute one example per target (``label_loss``; with
   per-user batches the same mean as one multi-positive softmax per user, ``multi_positive_loss``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,20 +59,46 @@ def next_query_loss(
         dropped = [pad_target] if drop else []  # the dropped positions' targets
         candidates = torch.unique(torch.cat([targets.reshape(-1), negatives, *dropped]))  # sorted [S]
         targets = torch.searchsorted(candidates, targets)  # positions in the candidate list
-        pad_target = torch.searchsorted(candidates, pad_target)
+    model.heads.copy_grad = nq.copy_grad  # where the copy path's gradient goes (#next-query-heads)
     out = model(inputs, task, s=s, all_positions=True, candidates=candidates)
-    logits = out.logits.reshape(-1, out.logits.shape[-1])  # [B(L-1-drop), S]
     flat = targets.reshape(-1)
-    if keep is not None:
-        per_position = F.cross_entropy(logits, flat, reduction="none")
-        return (per_position * keep).sum() / keep.sum().clamp_min(1), out  # dropped: keep = 0
-    if not drop:
-        return F.cross_entropy(logits, flat), out
+    n_dropped = ids.shape[0] * drop  # positions not computed (exact padding), hidden state zero
     zero = out.hidden.new_zeros(1, 1, out.hidden.shape[-1])  # a padded position's hidden state
     pad_ids = torch.full((1, 1), PAD_ID, dtype=ids.dtype, device=ids.device)
-    pad_logits = model.head_logits(zero, task, candidates, ids=pad_ids).reshape(1, -1)  # [1, S]
-    dropped_sum = F.cross_entropy(pad_logits, pad_target, reduction="sum") * (ids.shape[0] * drop)
-    return (F.cross_entropy(logits, flat, reduction="sum") + dropped_sum) / n_positions, out
+    loss = _position_ce(
+        out.logits, flat, keep, n_positions, n_dropped, pad_target,
+        lambda: model.head_logits(zero, task, candidates, ids=pad_ids),
+    )  # fmt: skip
+    if nq.generator_aux > 0 and model.heads.has_copy(task):  # + λ CE(generator alone) (#next-query-heads)
+        gen = model.heads.generator_logits(out.hidden, task, candidates, item_vectors=model.item_vectors)
+        loss = loss + nq.generator_aux * _position_ce(
+            gen, flat, keep, n_positions, n_dropped, pad_target,
+            lambda: model.heads.generator_logits(zero, task, candidates, item_vectors=model.item_vectors),
+        )  # fmt: skip
+    return loss, out
+
+
+def _position_ce(
+    logits: torch.Tensor,
+    flat: torch.Tensor,
+    keep: torch.Tensor | None,
+    n_positions: int,
+    n_dropped: int,
+    pad_target: torch.Tensor,
+    pad_logits: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """Mean CE of logits [B, L', S] against flat targets [B L'] over the kept positions (all of
+    them, or ``keep`` [B L']); with ``n_dropped`` > 0 (exact padding's uncomputed prefix) the mean
+    is over ``n_positions`` = B(L-1) and each dropped position adds the CE of ``pad_logits()``
+    (the head at a zero state) against ``pad_target`` [1]; dropped positions are never kept."""
+    logits = logits.reshape(-1, logits.shape[-1])  # [B L', S]
+    if keep is not None:
+        per_position = F.cross_entropy(logits, flat, reduction="none")
+        return (per_position * keep).sum() / keep.sum().clamp_min(1)
+    if not n_dropped:
+        return F.cross_entropy(logits, flat)
+    dropped_sum = F.cross_entropy(pad_logits().reshape(1, -1), pad_target, reduction="sum") * n_dropped
+    return (F.cross_entropy(logits, flat, reduction="sum") + dropped_sum) / n_positions
 
 
 def label_loss(model: UserEncoder, batch: Batch, s: float) -> tuple[torch.Tensor, EncoderOutput]:

@@ -140,6 +140,7 @@ class _Run:
         seen = [self.tasks[n] for n in self.order[: position + 1]]
         seed_everything(self.task_seed(position, seed_offset))
         model = strategy.setup_model(prev, seen, lambda: self.new_model(strategy.masking))
+        model.heads.copy_grad = self.config.next_query.copy_grad  # also in retention passes, after resume
         train_tasks = strategy.train_tasks(seen)
         batch_sizes = {t.name: self.config.phase(self.order.index(t.name)).batch_size for t in train_tasks}
         n_phases = strategy.phases(seen[-1])

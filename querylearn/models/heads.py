@@ -18,6 +18,10 @@ Every task has a linear classifier G_i(h) = W_i h + b_i, W_i ~ N(0, 0.01^2), b_i
   use the softmax alone;
 - ``tied-copy``: both.
 
+The copy heads' training loss may add the generator's own CE, λ · CE(softmax(W h_t + b), x_{t+1})
+(``next_query.generator_aux``, querylearn.continual.losses): :meth:`TaskHeads.generator_logits`
+gives that softmax part alone, so the encoder keeps the plain head's training signal.
+
 Heads with a copy component return log-probabilities (a softmax of them is the mixture itself, so
 the cross-entropy and every ranking stay as they are); the others return logits.
 """
@@ -145,6 +149,18 @@ class QueryHead(nn.Module):
             )
         return item_vectors(candidates)
 
+    def generator_logits(
+        self,
+        h: torch.Tensor,
+        candidates: torch.Tensor | None = None,
+        *,
+        item_vectors: ItemVectors | None = None,
+    ) -> torch.Tensor:
+        """The generator alone, W h + b: h [..., C] -> logits [..., S] (the softmax part of the copy
+        mixture; the whole output of a head without a copy component)."""
+        bias = self.bias if candidates is None else self.bias[candidates]
+        return F.linear(h, self.output_weight(item_vectors, candidates), bias)
+
     def forward(
         self,
         h: torch.Tensor,
@@ -152,9 +168,9 @@ class QueryHead(nn.Module):
         *,
         ids: torch.Tensor | None = None,
         item_vectors: ItemVectors | None = None,
+        detach_copy: bool = False,
     ) -> torch.Tensor:
-        bias = self.bias if candidates is None else self.bias[candidates]
-        logits = F.linear(h, self.output_weight(item_vectors, candidates), bias)  # [..., S]
+        logits = self.generator_logits(h, candidates, item_vectors=item_vectors)  # [..., S]
         if not self.copy:
             return logits
         if ids is None or item_vectors is None:
@@ -167,13 +183,16 @@ class QueryHead(nn.Module):
         T = hq.shape[1]
         query_pos = torch.arange(K - T, K, device=ids.device)  # [T]
         keys = item_vectors(ids)  # [B, K, C]
-        scores = torch.einsum("btc,bkc->btk", self.copy_query(hq), keys) / math.sqrt(self.channels)
+        copy_in = hq
+        if detach_copy:  # the copy path trains its own weights only; the encoder learns from W h + b
+            copy_in, keys = hq.detach(), keys.detach()
+        scores = torch.einsum("btc,bkc->btk", self.copy_query(copy_in), keys) / math.sqrt(self.channels)
         distance = (query_pos[:, None] - torch.arange(K, device=ids.device)[None, :]).clamp(
             0, COPY_DISTANCES - 1
         )
         scores = scores + self.recency[distance]  # [B, T, K]
         attn = copy_attention(scores, ids, query_pos)  # [B, T, K]
-        gate = self.gate(hq).squeeze(-1)  # [B, T]
+        gate = self.gate(copy_in).squeeze(-1)  # [B, T]
         out = copy_log_mixture(
             logits[:, None, :] if last_only else logits, gate, attn, ids, query_pos, candidates
         )
@@ -181,13 +200,18 @@ class QueryHead(nn.Module):
 
 
 class TaskHeads(nn.Module):
-    """Heads in task order; ``add_task(name, n_classes, kind)`` appends one. A "softmax" head is an
+    """Heads in task order; ``add_task(name, n_classes, kind)`` appends one. ``copy_grad``: "full" |
+    "head" (``next_query.copy_grad``). A "softmax" head is an
     ``nn.Linear`` (keys ``heads.<name>.weight/bias``); the other kinds are :class:`QueryHead`."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
         self.heads = nn.ModuleDict()
+        # "full": the copy path's gradient reaches the encoder and the query vectors; "head": they
+        # read h and E detached, so only the gate, W_q and r learn from it (a training switch, set
+        # from next_query.copy_grad; it changes no output value)
+        self.copy_grad = "full"
 
     @property
     def names(self) -> list[str]:
@@ -217,6 +241,26 @@ class TaskHeads(nn.Module):
         head = self.heads[name]
         return int(head.n_classes if isinstance(head, QueryHead) else head.out_features)
 
+    def has_copy(self, name: str) -> bool:
+        """Whether ``name``'s head mixes in a copy distribution (its output is log-probabilities)."""
+        head = self.heads[name]
+        return isinstance(head, QueryHead) and head.copy
+
+    def generator_logits(
+        self,
+        h: torch.Tensor,
+        name: str,
+        candidates: torch.Tensor | None = None,
+        *,
+        item_vectors: ItemVectors | None = None,
+    ) -> torch.Tensor:
+        """The softmax generator of ``name``'s head alone: h [..., C] -> logits [..., n | S] (for a
+        copy head, the distribution the gate mixes with the copy distribution)."""
+        head = self.heads[name]
+        if isinstance(head, QueryHead):
+            return head.generator_logits(h, candidates, item_vectors=item_vectors)
+        return self(h, name, candidates)
+
     def forward(
         self,
         h: torch.Tensor,
@@ -230,7 +274,8 @@ class TaskHeads(nn.Module):
         ``ids`` (the input query ids) and ``item_vectors`` are needed by tied and copy heads."""
         head = self.heads[name]
         if isinstance(head, QueryHead):
-            return head(h, candidates, ids=ids, item_vectors=item_vectors)
+            detach = self.copy_grad == "head"
+            return head(h, candidates, ids=ids, item_vectors=item_vectors, detach_copy=detach)
         if candidates is None:
             return head(h)
         return torch.nn.functional.linear(h, head.weight[candidates], head.bias[candidates])
