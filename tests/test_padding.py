@@ -169,3 +169,16 @@ def test_length_buckets_cover_every_row_once(drop_last):
     # a different seed gives a different batch order
     other = length_bucketed_batches(lengths, 16, np.random.default_rng(2), drop_last)
     assert [list(b) for b in other] != [list(b) for b in out]
+
+
+def test_sequence_lengths_from_tensor_and_memory_map():
+    """length_buckets reads real lengths from the device tensor or the memory-mapped sequences."""
+    import numpy as np
+
+    from querylearn.continual.distributed import MappedSequences
+    from querylearn.continual.fit import sequence_lengths
+
+    a = np.array([[0, 0, 3], [0, 2, 5], [1, 2, 3], [0, 0, 0]], dtype=np.int32)
+    expected = [1, 2, 3, 0]
+    assert sequence_lengths(torch.from_numpy(a).long(), chunk=3).tolist() == expected
+    assert sequence_lengths(MappedSequences(a, torch.device("cpu")), chunk=3).tolist() == expected

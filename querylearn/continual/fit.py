@@ -213,6 +213,17 @@ def _train_epoch(
     return _EpochStats(loss_sum, extra_sums, n_steps, time.perf_counter() - t0), skipped
 
 
+def sequence_lengths(sequences, chunk: int = 65536) -> np.ndarray:
+    """Real (non-padding) positions per user: sequences [N, L] (a tensor or memory-mapped
+    ``MappedSequences``) -> int64 [N], read ``chunk`` rows at a time."""
+    n = len(sequences)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(0, n, chunk):
+        rows = torch.arange(i, min(i + chunk, n))
+        out[i : i + len(rows)] = (sequences[rows] != PAD_ID).sum(1).cpu().numpy()
+    return out
+
+
 def fit(
     model: UserEncoder,
     strategy: ContinualStrategy,
@@ -261,7 +272,7 @@ def fit(
     train_seconds: list[float] = []
     history: list[dict] = []
     skipped = 0
-    seq_lengths = (sequences != PAD_ID).sum(1).cpu().numpy() if config.length_buckets else None
+    seq_lengths = sequence_lengths(sequences) if config.length_buckets else None
     for epoch in range(1, phase.max_epochs + 1):
         ctx.epoch = epoch
         model.train()
