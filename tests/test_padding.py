@@ -107,6 +107,14 @@ def _reference_loss(model, ids, nq, generator):
     masks = model.task_masks("T1", 3.0)
     hidden = _untrimmed(model, inputs, masks)
     logits = model.head_logits(hidden, "T1", candidates, ids=inputs)  # [B, L-1, S]
+    loss = _mean_ce(logits, targets, ids, nq)
+    if nq.generator_aux > 0 and model.heads.has_copy("T1"):  # + λ CE(generator alone)
+        gen = model.heads.generator_logits(hidden, "T1", candidates, item_vectors=model.item_vectors)
+        loss = loss + nq.generator_aux * _mean_ce(gen, targets, ids, nq)
+    return loss
+
+
+def _mean_ce(logits, targets, ids, nq):
     logits = logits.reshape(-1, logits.shape[-1])
     per = torch.nn.functional.cross_entropy(logits, targets.reshape(-1), reduction="none")
     if nq.ignore_padding:
@@ -123,6 +131,9 @@ def _reference_loss(model, ids, nq, generator):
         ("softmax", {"next_query.sampled_softmax": 3}),
         ("tied", {}),
         ("copy", {}),
+        ("copy", {"next_query.generator_aux": 0.0, "next_query.copy_grad": "full"}),
+        ("copy", {"next_query.sampled_softmax": 3}),
+        ("tied-copy", {"next_query.ignore_padding": True}),
     ],
 )
 def test_trimmed_next_query_loss_equals_untrimmed(head, sets):
