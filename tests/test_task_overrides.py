@@ -55,3 +55,67 @@ def test_training_uses_the_task_batch_size(toy, tmp_path):
     t3 = json.loads((tmp_path / "run" / "logs" / "03-T3.jsonl").read_text().splitlines()[0])
     assert t2["steps"] == 1  # the toy's T2 fits in one batch of t2's 1024
     assert t3["steps"] == math.ceil(n_train / 16) > 1
+
+
+def test_bench_budget_follows_task_overrides():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_sequence
+
+    resolved = {
+        "t1": {"max_epochs": 10},
+        "t2": {"max_epochs": 20},
+        "later": {"max_epochs": 12},
+        "task_overrides": {"4": {"max_epochs": 30}, "3": {"batch_size": 32}},
+    }
+    assert bench_sequence.budget(resolved, 5, 1) == [10, 20, 12, 30, 12]
+    assert bench_sequence.budget(resolved, 5, 2) == [20, 40, 24, 60, 24]
+
+
+def _bench_json(rows_per_seed):
+    """A bench_sequence output whose TERACON runs have the given R matrices (5 tasks)."""
+    runs = []
+    for seed, R in enumerate(rows_per_seed):
+        metrics = {"R": R, "seconds_per_epoch": [1.0] * 5, "epochs": [6] * 5, "best_epoch": [1] * 5}
+        runs.append({"strategy": "teracon", "seed": seed, "metrics": metrics, "wall_seconds": 10.0})
+    return {"runs": runs, "overrides": {}}
+
+
+def test_side_by_side_acceptance_is_mean_plus_std_against_official(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import official_side_by_side as sbs
+
+    off = sbs.OFFICIAL
+    # seed a: exactly the official diagonal and last row; seed b: 0.002 below on T1, 0.01 below on T4
+    a = [[None] * 5 for _ in range(5)]
+    for j in range(5):
+        a[j][j] = off["R_diag"][j]
+        a[4][j] = off["R_last"][j]
+    a[2][0] = a[2][1] = 0.0  # after T3 on T1, T2
+    b = [row[:] for row in a]
+    b[0][0] -= 0.002
+    b[3][3] -= 0.01
+    b[4][3] -= 0.01
+    b[4][4] = 0.0  # T5 right after learning it: far below on this seed
+    b[4][0] = 0.0  # T1 after T5
+    res = sbs.config_summary(_bench_json([a, b]))
+    assert res["R_diag"][0]["mean"] == pytest.approx(off["R_diag"][0] - 0.001)
+    # mean + std = official - 0.001 + 0.00141 >= official
+    assert res["acceptance"]["R_diag"][:4] == [True, True, True, True]
+    assert res["acceptance"]["R_diag"][4] is True  # mean + std of (x, 0) = x/2 + x/√2 >= x
+    c = [row[:] for row in a]
+    c[1][1] -= 0.003
+    tight = sbs.config_summary(_bench_json([c, c]))  # std 0: any shortfall fails
+    assert tight["acceptance"]["R_diag"] == [True, False, True, True, True]
+    assert tight["R_after_T3"][3]["mean"] is None and tight["R_after_T3"][1]["per_seed"] == [0.0, 0.0]
+    # the script writes both outputs
+    p = tmp_path / "bench.json"
+    p.write_text(json.dumps(_bench_json([a, b])), encoding="utf-8")
+    assert sbs.main(["--config", f"x={p}", "--out", str(tmp_path / "side")]) == 0
+    assert json.loads((tmp_path / "side.json").read_text())["configs"]["x"]["seeds"] == [0, 1]
+    assert "| T1 (mrr@5) | 0.0077 |" in (tmp_path / "side.md").read_text()
