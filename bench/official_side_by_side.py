@@ -44,6 +44,12 @@ OFFICIAL = {
     "seconds_per_epoch": [3, 91, 54, 4, 5],
     "batches_per_epoch": ["22 x 32", "26 x 1024", "16 x 1024", "22 x 32", "22 x 32"],
     "epochs": [10, 6, 9, 6, 6],
+    # secondary test metrics right after learning the task (None: not in the reference note)
+    "secondary_diag": {
+        "T1": {"hr@5": 0.0224, "ndcg@5": 0.0113, "mrr@20": 0.0205, "hr@20": 0.1866},
+        "T2": {"hr@5": 0.0267, "ndcg@5": 0.0160, "mrr@20": None, "hr@20": 0.1025},
+        "T3": {"hr@5": 0.0596, "ndcg@5": 0.0368, "mrr@20": None, "hr@20": 0.1751},
+    },
 }
 
 LOAD = re.compile(r"load average:\s*([\d.]+),\s*([\d.]+),\s*([\d.]+)")
@@ -79,6 +85,17 @@ def config_summary(bench: dict) -> dict:
     out["epochs"] = [[r["metrics"]["epochs"][j] for r in runs] for j in range(T)]
     out["best_epoch"] = [[r["metrics"]["best_epoch"][j] for r in runs] for j in range(T)]
     out["wall_seconds"] = [r.get("wall_seconds") for r in runs]
+    tasks = OFFICIAL["tasks"]
+
+    def detail(j: int, k: str) -> dict:
+        values = [r["metrics"]["R_detail"][j][j][k] for r in runs]
+        return dict(zip(("mean", "std", "n"), mean_std(values), strict=True))
+
+    out["secondary_diag"] = {
+        t: {k: detail(j, k) for k in OFFICIAL["secondary_diag"][t]}
+        for j, t in enumerate(tasks)
+        if t in OFFICIAL["secondary_diag"] and all("R_detail" in r["metrics"] for r in runs)
+    }
     out["acceptance"] = {
         key: [
             None if ms["mean"] is None or off is None else bool(ms["mean"] + ms["std"] >= off)
@@ -133,6 +150,14 @@ def markdown(result: dict) -> str:
             d = ", ".join(f"{v:.4f}" for v in c["R_diag"][j]["per_seed"])
             last = ", ".join(f"{v:.4f}" for v in c["R_last"][j]["per_seed"])
             lines.append(f"- {t}: {d} / {last}; epochs {c['epochs'][j]}, best epoch {c['best_epoch'][j]}")
+        if c["secondary_diag"]:
+            lines += ["", "Secondary test metrics right after learning the task (official / querylearn):", ""]
+            for t, per in c["secondary_diag"].items():
+                off = OFFICIAL["secondary_diag"][t]
+                cells = [
+                    f"{k} {'–' if off[k] is None else f'{off[k]:.4f}'} / {_cell(ms)}" for k, ms in per.items()
+                ]
+                lines.append(f"- {t}: " + "; ".join(cells))
     load = result.get("load")
     lines += [
         "",
