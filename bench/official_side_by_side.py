@@ -65,30 +65,52 @@ def load_averages(path: Path | None) -> dict | None:
     return {"samples": len(vals), "median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
 
+def _at(values: list, *index: int):
+    """``values[i][j]...``, None where a run has not reached that task yet (a partial metrics.json)."""
+    for i in index:
+        if values is None or i >= len(values):
+            return None
+        values = values[i]
+    return values
+
+
+def runs_from_dirs(dirs: list[Path]) -> dict:
+    """A bench_sequence-like dict from run directories' metrics.json (finished or not)."""
+    runs = []
+    for d in dirs:
+        m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        wall = d / "bench_wall.json"
+        w = json.loads(wall.read_text(encoding="utf-8"))["wall_seconds"] if wall.is_file() else None
+        runs.append({"strategy": m["strategy"], "seed": m["seed"], "metrics": m, "wall_seconds": w})
+    return {"runs": runs, "overrides": {"run_dirs": [str(d) for d in dirs]}}
+
+
 def config_summary(bench: dict) -> dict:
-    """Per task, over the finished TERACON runs of one bench_sequence output: R(Tj,Tj), R(T3,Tj),
-    R(T5,Tj) as mean/std/n and per seed; seconds per epoch and epochs per task (means)."""
+    """Per task, over the TERACON runs of one bench_sequence output (or of run directories, finished
+    or not): R(Tj,Tj), R(T3,Tj), R(T5,Tj) as mean/std/n and per seed (None where a run has not
+    reached the task); seconds per epoch and epochs per task."""
     runs = sorted((r for r in bench["runs"] if r["strategy"] == "teracon"), key=lambda r: r["seed"])
     T = len(OFFICIAL["tasks"])
     out: dict = {"seeds": [r["seed"] for r in runs], "overrides": bench["overrides"]}
+    R = [r["metrics"]["R"] for r in runs]
     rows = {
-        "R_diag": [[r["metrics"]["R"][j][j] for r in runs] for j in range(T)],
-        "R_after_T3": [[r["metrics"]["R"][2][j] if j <= 2 else None for r in runs] for j in range(T)],
-        "R_last": [[r["metrics"]["R"][T - 1][j] for r in runs] for j in range(T)],
+        "R_diag": [[_at(m, j, j) for m in R] for j in range(T)],
+        "R_after_T3": [[_at(m, 2, j) if j <= 2 else None for m in R] for j in range(T)],
+        "R_last": [[_at(m, T - 1, j) for m in R] for j in range(T)],
     }
     for key, per_task in rows.items():
         out[key] = [
             dict(zip(("mean", "std", "n"), mean_std(v), strict=True)) | {"per_seed": v} for v in per_task
         ]
-    spe = [[r["metrics"]["seconds_per_epoch"][j] for r in runs] for j in range(T)]
+    spe = [[_at(r["metrics"]["seconds_per_epoch"], j) for r in runs] for j in range(T)]
     out["seconds_per_epoch"] = [mean_std(v)[0] for v in spe]
-    out["epochs"] = [[r["metrics"]["epochs"][j] for r in runs] for j in range(T)]
-    out["best_epoch"] = [[r["metrics"]["best_epoch"][j] for r in runs] for j in range(T)]
+    out["epochs"] = [[_at(r["metrics"]["epochs"], j) for r in runs] for j in range(T)]
+    out["best_epoch"] = [[_at(r["metrics"]["best_epoch"], j) for r in runs] for j in range(T)]
     out["wall_seconds"] = [r.get("wall_seconds") for r in runs]
     tasks = OFFICIAL["tasks"]
 
     def detail(j: int, k: str) -> dict:
-        values = [r["metrics"]["R_detail"][j][j][k] for r in runs]
+        values = [(_at(r["metrics"]["R_detail"], j, j) or {}).get(k) for r in runs]
         return dict(zip(("mean", "std", "n"), mean_std(values), strict=True))
 
     out["secondary_diag"] = {
@@ -129,7 +151,7 @@ def markdown(result: dict) -> str:
     for name, c in result["configs"].items():
         lines += [
             "",
-            f"**{name}** ({len(c['seeds'])} seeds: {', '.join(map(str, c['seeds']))})",
+            f"**{name}** ({len(c['seeds'])} seed(s): {', '.join(map(str, c['seeds']))})",
             "",
             "| task (metric) | official R(Tj,Tj) | querylearn R(Tj,Tj) | official R(T3,Tj) "
             "| querylearn R(T3,Tj) | official R(T5,Tj) | querylearn R(T5,Tj) | majority class |",
@@ -147,8 +169,8 @@ def markdown(result: dict) -> str:
             )
         lines += ["", "Per seed, R(Tj,Tj) / R(T5,Tj):", ""]
         for j, t in enumerate(tasks):
-            d = ", ".join(f"{v:.4f}" for v in c["R_diag"][j]["per_seed"])
-            last = ", ".join(f"{v:.4f}" for v in c["R_last"][j]["per_seed"])
+            d = ", ".join("–" if v is None else f"{v:.4f}" for v in c["R_diag"][j]["per_seed"])
+            last = ", ".join("–" if v is None else f"{v:.4f}" for v in c["R_last"][j]["per_seed"])
             lines.append(f"- {t}: {d} / {last}; epochs {c['epochs'][j]}, best epoch {c['best_epoch'][j]}")
         if c["secondary_diag"]:
             lines += ["", "Secondary test metrics right after learning the task (official / querylearn):", ""]
@@ -182,14 +204,18 @@ def markdown(result: dict) -> str:
         cells += [str(OFFICIAL["seconds_per_epoch"][j]), str(OFFICIAL["epochs"][j])]
         for c in result["configs"].values():
             spe = c["seconds_per_epoch"][j]
-            cells += ["–" if spe is None else f"{spe:.1f}", ", ".join(map(str, c["epochs"][j]))]
+            epochs = ", ".join("–" if e is None else str(e) for e in c["epochs"][j])
+            cells += ["–" if spe is None else f"{spe:.1f}", epochs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", action="append", required=True, help="NAME=bench_sequence JSON (repeatable)")
+    ap.add_argument("--config", action="append", default=[], help="NAME=bench_sequence JSON (repeatable)")
+    ap.add_argument(
+        "--runs", action="append", default=[], help="NAME=DIR[,DIR...]: runs' metrics.json, finished or not"
+    )
     ap.add_argument("--load-log", type=Path, help="uptime samples taken during the runs")
     ap.add_argument("--out", type=Path, required=True, help="output stem: writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
@@ -199,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             ap.error(f"--config {item!r}: expected NAME=PATH")
         configs[name] = config_summary(json.loads(Path(path).read_text(encoding="utf-8")))
+    for item in args.runs:
+        name, sep, paths = item.partition("=")
+        if not sep:
+            ap.error(f"--runs {item!r}: expected NAME=DIR[,DIR...]")
+        configs[name] = config_summary(runs_from_dirs([Path(p) for p in paths.split(",")]))
+    if not configs:
+        ap.error("give at least one --config or --runs")
     result = {
         "kind": "official-side-by-side",
         "schema_version": 1,

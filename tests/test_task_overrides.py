@@ -119,3 +119,24 @@ def test_side_by_side_acceptance_is_mean_plus_std_against_official(tmp_path):
     assert sbs.main(["--config", f"x={p}", "--out", str(tmp_path / "side")]) == 0
     assert json.loads((tmp_path / "side.json").read_text())["configs"]["x"]["seeds"] == [0, 1]
     assert "| T1 (mrr@5) | 0.0077 |" in (tmp_path / "side.md").read_text()
+
+
+def test_side_by_side_reads_unfinished_run_dirs(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import official_side_by_side as sbs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = {"strategy": "teracon", "seed": 3, "R": [[0.01, None], [0.005, 0.02]]}
+    metrics |= {"seconds_per_epoch": [2.0, 9.0], "epochs": [8, 7], "best_epoch": [3, 2]}
+    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    res = sbs.config_summary(sbs.runs_from_dirs([run]))  # a run stopped after T2 of 5
+    assert [ms["mean"] for ms in res["R_diag"]] == [0.01, 0.02, None, None, None]
+    assert res["R_after_T3"][0]["mean"] is None and res["R_last"][0]["n"] == 0
+    assert res["acceptance"]["R_diag"] == [True, True, None, None, None]
+    assert res["seconds_per_epoch"] == [2.0, 9.0, None, None, None] and res["epochs"][4] == [None]
+    assert sbs.main(["--runs", f"x={run}", "--out", str(tmp_path / "side")]) == 0
+    assert "| T3 (mrr@5) | 0.0294 | – |" in (tmp_path / "side.md").read_text()
