@@ -280,8 +280,11 @@ def markdown(
 
 
 def budget(resolved: dict, n_tasks: int, phases: int) -> list[int]:
-    """Epoch budget per task: the phase's max_epochs times the fits per task (CONURE: 2)."""
-    caps = [resolved["t1" if i == 0 else "t2" if i == 1 else "later"]["max_epochs"] for i in range(n_tasks)]
+    """Epoch budget per task: the phase's max_epochs (after ``task_overrides``) times the fits per
+    task (CONURE: 2)."""
+    over = resolved.get("task_overrides", {})
+    base = ["t1" if i == 0 else "t2" if i == 1 else "later" for i in range(n_tasks)]
+    caps = [over.get(str(i + 1), {}).get("max_epochs", resolved[b]["max_epochs"]) for i, b in enumerate(base)]
     return [c * phases for c in caps]
 
 

@@ -7,10 +7,11 @@ written to ``RUN_DIR/config.toml`` and into every checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 from querylearn.config_loader import require
+from querylearn.errors import ConfigError
 from querylearn.models.masking import DEFAULT_SMAX
 from querylearn.models.nextitnet import ModelConfig
 
@@ -168,6 +169,9 @@ class TrainConfig:
     "task" = each task's own headline metric. smax: mask scale at evaluation and the end of the
     annealing (4.5); given to every model the run creates, which stores it (``UserEncoder.smax``).
     task_emb_clamp: clamp of task embeddings after each step (4.7).
+    task_overrides: per-task changes to the phase settings, keyed by the task's 1-based position in
+    the sequence: ``{"4" = {batch_size = 32}}`` gives the 4th task the ``later`` settings with batch
+    32 (the official recipe's T3 batch 1024 but T4/T5 batch 32). Keys of a value: PhaseConfig's.
     precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
     times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
     multi_target_batching: training batches of multi_target tasks (docs/train-sequence.md, "Per-user
@@ -211,6 +215,7 @@ class TrainConfig:
     teracon: TeraconConfig = field(default_factory=TeraconConfig)
     conure: ConureConfig = field(default_factory=ConureConfig)
     hat: HatConfig = field(default_factory=HatConfig)
+    task_overrides: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(
@@ -224,7 +229,29 @@ class TrainConfig:
         require(self.mmap_threshold_mb >= 0, "mmap_threshold_mb", "must be >= 0 (0 = glibc's default)",
                 self.mmap_threshold_mb)
         require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)
+        types = {f.name: f.type for f in fields(PhaseConfig)}  # "float" / "int" (postponed annotations)
+        for key, table in self.task_overrides.items():
+            where = f"task_overrides.{key}"
+            require(key.isdigit() and int(key) >= 1, where, "key must be a 1-based task position", key)
+            require(isinstance(table, dict), where, "must be a table of phase keys", table)
+            for name, value in table.items():
+                require(name in types, f"{where}.{name}", f"unknown key; valid: {', '.join(types)}", name)
+                is_int = types[name] == "int"
+                ok = not isinstance(value, bool) and isinstance(value, int if is_int else (int, float))
+                rule = "expected an integer" if is_int else "expected a number"
+                require(ok, f"{where}.{name}", rule, value)
+                if not is_int:
+                    table[name] = float(value)
+            self.phase(int(key) - 1)  # PhaseConfig checks the values
 
     def phase(self, position: int) -> PhaseConfig:
-        """Optimisation settings of the task at 0-based ``position`` in the sequence."""
-        return self.t1 if position == 0 else self.t2 if position == 1 else self.later
+        """Optimisation settings of the task at 0-based ``position`` in the sequence: t1, t2 or later,
+        then ``task_overrides[str(position + 1)]`` if given."""
+        base = self.t1 if position == 0 else self.t2 if position == 1 else self.later
+        table = self.task_overrides.get(str(position + 1))
+        if not table:
+            return base
+        try:
+            return replace(base, **table)
+        except ConfigError as exc:
+            raise ConfigError(f"task_overrides.{position + 1}.{exc}") from None
