@@ -72,6 +72,24 @@ def sample_train_negatives(
     return items
 
 
+def epoch_rows(
+    rows: np.ndarray, pos_u: np.ndarray, pos_i: np.ndarray, neg_i: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, items, labels) [B] of one batch of an epoch's rows, built only for the batch.
+
+    The epoch's rows are the ``n`` training positives (rows 0..n-1, label 1) followed by ``k``
+    sampled negatives per positive (row n + j: user ``pos_u[j // k]``, item ``neg_i[j]``, label 0),
+    the same rows as the concatenation ``[pos; repeat(pos_u, k) x neg_i]`` without building it:
+    memory per epoch is the negatives and the permutation, not (1 + k) n copies of every column.
+    """
+    n = len(pos_u)
+    neg = rows >= n
+    j = np.where(neg, rows - n, 0)
+    users = np.where(neg, pos_u[j // k] if k else 0, pos_u[np.minimum(rows, n - 1)])
+    items = np.where(neg, neg_i[j] if k else 0, pos_i[np.minimum(rows, n - 1)])
+    return users, items, (~neg).astype(np.float32)
+
+
 @torch.no_grad()
 def score_candidates(
     model: NCF, users: np.ndarray, candidates: np.ndarray, batch_users: int = 512
@@ -127,29 +145,25 @@ def train_ncf(
     keys = train_matrix_keys(split)
     pos_u, pos_i = split.train_user, split.train_item
     k = config.train_negatives
-    labels_np = np.concatenate([np.ones(len(pos_u)), np.zeros(k * len(pos_u))]).astype(np.float32)
+    n_pos = len(pos_u)
     use_valid = config.select_by_valid and valid is not None and len(valid[0]) > 0
     best_hr, best_epoch, best_state = -1.0, config.epochs, None
     result = TrainResult(model=model, best_epoch=config.epochs)
     untrained = torch.as_tensor(split.n_train == 0, device=device)
     for epoch in track(range(1, config.epochs + 1), f"training {config.model}"):
         model.train()
-        neg_u = np.repeat(pos_u, k)
-        neg_i = sample_train_negatives(neg_u, split.n_items, keys, rng)
-        u_all = torch.as_tensor(np.concatenate([pos_u, neg_u]), device=device)
-        i_all = torch.as_tensor(np.concatenate([pos_i, neg_i]), device=device)
-        y_all = torch.as_tensor(labels_np, device=device)
-        perm = torch.as_tensor(rng.permutation(len(u_all)), device=device)
+        neg_i = sample_train_negatives(np.repeat(pos_u, k), split.n_items, keys, rng)  # [k n_pos]
+        perm = rng.permutation(n_pos * (1 + k))  # rows: positives, then k negatives per positive
         total, n = 0.0, 0
         for s in range(0, len(perm), config.batch_size):
-            idx = perm[s : s + config.batch_size]
-            logits = model(u_all[idx], i_all[idx])  # [B]
-            loss = loss_fn(logits, y_all[idx])  # eq. 7 (log loss)
+            u, i, y = epoch_rows(perm[s : s + config.batch_size], pos_u, pos_i, neg_i, k)
+            logits = model(torch.as_tensor(u, device=device), torch.as_tensor(i, device=device))  # [B]
+            loss = loss_fn(logits, torch.as_tensor(y, device=device))  # eq. 7 (log loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-            n += len(idx)
+            total += loss.item() * len(u)
+            n += len(u)
         mean_loss = total / max(n, 1)
         if not np.isfinite(mean_loss):
             raise QuerylearnError(

@@ -348,3 +348,25 @@ def test_one_row_builder_three_renderings():
     text = console.export_text()
     assert "4 users (3 warm, 1 cold), 1 + 9 candidates, seed 0" in text
     assert "neumf-rep[a]" in text and "0.3333" in text and "1.3" in text  # seconds once per method
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_epoch_rows_equal_the_concatenated_epoch(k):
+    """NCF builds each batch's (user, item, label) from the positives and the negatives only; the
+    rows equal those of the concatenation [positives; repeat(users, k) x negatives] it replaced."""
+    from querylearn.recsys.train import epoch_rows
+
+    rng = np.random.default_rng(0)
+    pos_u = np.array([0, 0, 1, 2, 2, 2], dtype=np.int64)
+    pos_i = np.array([5, 6, 7, 8, 9, 4], dtype=np.int64)
+    neg_i = rng.integers(0, 10, size=k * len(pos_u))
+    u_all = np.concatenate([pos_u, np.repeat(pos_u, k)])
+    i_all = np.concatenate([pos_i, neg_i])
+    y_all = np.concatenate([np.ones(len(pos_u)), np.zeros(k * len(pos_u))]).astype(np.float32)
+    perm = rng.permutation(len(u_all))
+    for s in range(0, len(perm), 4):
+        u, i, y = epoch_rows(perm[s : s + 4], pos_u, pos_i, neg_i, k)
+        rows = perm[s : s + 4]
+        assert u.tolist() == u_all[rows].tolist()
+        assert i.tolist() == i_all[rows].tolist()
+        assert y.tolist() == y_all[rows].tolist() and y.dtype == np.float32
