@@ -360,6 +360,26 @@ def _finished(run_dir: Path, n_tasks: int) -> dict | None:
     return m
 
 
+def same_settings(old: dict | None, new: dict, defaults: dict) -> bool:
+    """Whether a stored resolved config ``old`` describes the run ``new`` would start: equal, except
+    that a key added to the config after ``old`` was written counts as equal when ``new`` holds its
+    default (a run made before the key existed behaved as the default does)."""
+    if not isinstance(old, dict):
+        return False
+    if set(old) - set(new):
+        return False
+    for key, value in new.items():
+        if key not in old:
+            if value != defaults.get(key):
+                return False
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            if not same_settings(old[key], value, defaults.get(key) or {}):
+                return False
+        elif old[key] != value:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -429,7 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         stored = job["run_dir"] / "bench_spec.json"
         if m is not None and stored.is_file():
             old = json.loads(stored.read_text(encoding="utf-8"))
-            if old.get("resolved") == job["spec"]["resolved"] and old.get("data") == job["spec"]["data"]:
+            defaults = to_dict(TrainConfig())
+            if same_settings(old.get("resolved"), job["spec"]["resolved"], defaults) and old.get(
+                "data"
+            ) == job["spec"]["data"]:
                 print(f"reuse {job['run_dir']}", flush=True)
                 continue
             raise SystemExit(

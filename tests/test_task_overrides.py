@@ -140,3 +140,23 @@ def test_side_by_side_reads_unfinished_run_dirs(tmp_path):
     assert res["seconds_per_epoch"] == [2.0, 9.0, None, None, None] and res["epochs"][4] == [None]
     assert sbs.main(["--runs", f"x={run}", "--out", str(tmp_path / "side")]) == 0
     assert "| T3 (mrr@5) | 0.0294 | – |" in (tmp_path / "side.md").read_text()
+
+
+def test_bench_reuses_runs_made_before_a_key_existed():
+    """A stored run without a later-added key is reused when the new run holds that key's default."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_sequence
+
+    defaults = {"lr": 1e-3, "batching": "pair", "model": {"channels": 64, "padding": "parity"}}
+    new = {"lr": 1e-3, "batching": "pair", "model": {"channels": 64, "padding": "parity"}}
+    old = {"lr": 1e-3, "model": {"channels": 64}}
+    assert bench_sequence.same_settings(old, new, defaults)
+    assert not bench_sequence.same_settings(old, {**new, "batching": "user"}, defaults)
+    exact = {**new, "model": {"channels": 64, "padding": "exact"}}
+    assert not bench_sequence.same_settings(old, exact, defaults)
+    assert not bench_sequence.same_settings({**old, "lr": 1e-4}, new, defaults)
+    assert not bench_sequence.same_settings({**old, "removed": 1}, new, defaults)
+    assert not bench_sequence.same_settings(None, new, defaults)
