@@ -8,6 +8,8 @@ Usage::
   KoBERT-width table (768-d, 1 layer; only the input embeddings are used). Reported separately:
   tokenisation alone, pooling alone, both (``embed`` with ``--threads`` torch threads), and both on
   one torch thread in the same sitting (the baseline; its vectors must be identical).
+- The straightforward tokenisation, same sitting (the reference of ``bench/run_all.py``): one query
+  at a time (``encode`` in a loop); it must give identical ids.
 - ``contextual``: the tiny test model (32-d, 2 layers, 2 heads), batched forward passes, batch 64.
 Models are built offline by ``tests/kobert_tiny.py``. Results: a table on stdout and
 ``bench/results/embed.json``. Peak RSS is the process high-water mark after each phase.
@@ -73,7 +75,7 @@ def main() -> None:
     from kobert_tiny import build_tiny_kobert
 
     from querylearn.config_loader import load_config, parse_sets
-    from querylearn.embeddings.base import EmbedInitConfig
+    from querylearn.embeddings.base import EmbedInitConfig, TokenizedBatch
     from querylearn.embeddings.kobert import load_kobert
 
     cfg = load_config(EmbedInitConfig, None, parse_sets(args.set))  # embed-init's defaults, written once
@@ -118,10 +120,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         if not np.array_equal(single.vectors, out.vectors):
             sys.exit(f"the vectors on {args.threads} threads differ from those on one thread")
+        # the straightforward tokenisation, same sitting: one query at a time
+        t = time.perf_counter()
+        loop = TokenizedBatch.from_lists([emb.tokenizer.encode(q, add_special_tokens=False) for q in queries])
+        t_loop = time.perf_counter() - t
+        if not (
+            np.array_equal(loop.flat_ids, batch.flat_ids) and np.array_equal(loop.offsets, batch.offsets)
+        ):
+            sys.exit("the batched tokenisation differs from the one-query-at-a-time loop")
         results["mean_subwords"] = out.counts["mean_subwords"]
         rss = round(peak_rss_mb(), 1)
         for name, sec in (
             ("tokenise only (KoBERT rules)", t_tok),
+            ("tokenise one query at a time (straightforward loop)", t_loop),
             ("subword-mean lookup only (768-d)", t_pool),
             ("subword-mean total (embed)", t_all),
             ("subword-mean total, one torch thread", t_single),

@@ -157,13 +157,21 @@ class KoBERTTokenizer:
 
     def _chunk_pieces(self, text: str) -> list[str]:
         """Steps 2-4 for a chunk without literal special tokens."""
-        pieces = self.sp.encode(self.preprocess(text), out_type=str)
+        return self._digit_comma(self.sp.encode(self.preprocess(text), out_type=str))
+
+    def _digit_comma(self, pieces: list[str], cache: dict[str, list[str]] | None = None) -> list[str]:
+        """Step 4: a piece ending in ``,`` after a digit is re-encoded without the comma (and ``▁``),
+        the comma becomes its own piece; ``cache`` maps a piece to its re-encoded pieces."""
         out: list[str] = []
         for piece in pieces:
             if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                sub = self.sp.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
-                if sub and piece[0] != SPIECE_UNDERLINE and sub[0][0] == SPIECE_UNDERLINE:
-                    sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:], *sub[1:]]
+                sub = cache.get(piece) if cache is not None else None
+                if sub is None:
+                    sub = self.sp.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
+                    if sub and piece[0] != SPIECE_UNDERLINE and sub[0][0] == SPIECE_UNDERLINE:
+                        sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:], *sub[1:]]
+                    if cache is not None:
+                        cache[piece] = sub
                 out.extend(sub)
                 out.append(piece[-1])
             else:
@@ -222,25 +230,45 @@ class KoBERTTokenizer:
     def encode_batch(self, texts: list[str]) -> TokenizedBatch:
         """Content ids of many queries (no [CLS]/[SEP]); identical to ``encode(t, add_special_tokens=False)``.
 
-        Fast path: texts without ``,`` or ``[`` (so steps 1 and 4 cannot apply) are preprocessed
-        together (:meth:`preprocess_many`) and encoded by sentencepiece in one batched C++ call.
+        Batched for every text: texts holding a literal special token are split into chunks (step 1),
+        all chunks are preprocessed together (:meth:`preprocess_many`) and encoded by sentencepiece
+        in one C++ call; only the chunks whose preprocessed text holds a ``,`` are encoded again as
+        pieces for the digit-comma rule (step 4), its re-encodings cached per piece.
         """
-        slow = [i for i, t in enumerate(texts) if "," in t or "[" in t]
-        if not slow:
-            return TokenizedBatch.from_lists(self.sp.encode(self.preprocess_many(list(texts)), out_type=int))
-        slow_set = set(slow)
-        fast_idx = [i for i in range(len(texts)) if i not in slow_set]
-        id_lists: list[list[int]] = [[] for _ in texts]
-        fast_ids = (
-            self.sp.encode(self.preprocess_many([texts[i] for i in fast_idx]), out_type=int)
-            if fast_idx
-            else []
-        )
-        for i, ids in zip(fast_idx, fast_ids, strict=True):
-            id_lists[i] = ids
-        for i in slow:
-            id_lists[i] = self.encode(texts[i], add_special_tokens=False)
-        return TokenizedBatch.from_lists(id_lists)
+        texts = list(texts)
+        split = [i for i, t in enumerate(texts) if "[" in t]
+        if not split:
+            return TokenizedBatch.from_lists(self._encode_chunks(texts))
+        # step 1 for the texts that may hold a special literal: (special id | chunk index) per part
+        chunks = list(texts)  # a text without "[" is its own chunk
+        parts: dict[int, list[int | str]] = {}
+        for i in split:
+            items: list[int | str] = []
+            for chunk in _SPECIAL_RE.split(texts[i]):
+                if chunk in SPECIAL_IDS:
+                    items.append(chunk)
+                elif chunk:
+                    items.append(len(chunks))
+                    chunks.append(chunk)
+            parts[i] = items
+            chunks[i] = ""
+        ids = self._encode_chunks(chunks)
+        for i, items in parts.items():
+            ids[i] = [
+                x for item in items for x in ([SPECIAL_IDS[item]] if isinstance(item, str) else ids[item])
+            ]
+        return TokenizedBatch.from_lists(ids[: len(texts)])
+
+    def _encode_chunks(self, chunks: list[str]) -> list[list[int]]:
+        """Steps 2-5 for chunks without special literals, batched: ids per chunk."""
+        pre = self.preprocess_many(chunks)
+        ids = self.sp.encode(pre, out_type=int)
+        comma = [i for i, text in enumerate(pre) if "," in text]
+        if comma:
+            cache: dict[str, list[str]] = {}
+            for i, pieces in zip(comma, self.sp.encode([pre[i] for i in comma], out_type=str), strict=True):
+                ids[i] = self.convert_tokens_to_ids(self._digit_comma(pieces, cache))
+        return ids
 
     def piece_char_lengths(self) -> np.ndarray:
         lengths = [len(self.sp.IdToPiece(i).replace(SPIECE_UNDERLINE, "")) for i in range(self.vocab_size)]

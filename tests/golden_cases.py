@@ -10,8 +10,16 @@ on a tiny fixture with fixed seeds on one CPU thread, and returns a JSON-able su
   bytes; names are left out so that moving a tensor to another module keeps its hash).
 - ``coldstart``: the metrics of a tiny ``coldstart-eval`` report on a trained run's representation.
 
+Weights depend on the CPU's vector kernels: torch's AVX2 and AVX512 kernels round some sums
+differently, so the trained tensors differ in their last bits while every metric stays the same. The
+tensor hashes are therefore recorded per ``torch.backends.cpu.get_cpu_capability()``:
+``golden.json`` holds those of the machine it was recorded on (``TENSORS_CAPABILITY``) and
+``golden/tensors-CAPABILITY.json`` those of other machines. Floats of the cold-start report (NCF
+training losses) are compared to a relative 1e-6 for the same reason; every metric stays exact.
+
 Regenerate (only when a behaviour change is intended and explained in the commit):
-``python tests/golden_cases.py --write``.
+``python tests/golden_cases.py --write``; on a machine of another CPU capability, record its tensor
+hashes with ``python tests/golden_cases.py --write-tensors``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,38 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden" / "golden.json"
+TENSORS_CAPABILITY = "AVX512"  # the CPU capability golden.json's tensor hashes were recorded on
+
+
+def cpu_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def tensors_file(capability: str) -> Path:
+    return HERE / "golden" / f"tensors-{capability}.json"
+
+
+def golden_tensors(golden: dict, capability: str) -> dict | None:
+    """{strategy: {checkpoint: [hashes]}} recorded for ``capability``, or None when none was."""
+    if capability == TENSORS_CAPABILITY:
+        return {name: run["tensors"] for name, run in golden["train"].items()}
+    path = tensors_file(capability)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def close(got, want, rel: float = 1e-6) -> bool:
+    """``got == want`` with floats compared to a relative ``rel`` (recursively through dicts/lists)."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return type(got) is type(want) and got == want
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return abs(got - want) <= rel * max(abs(want), abs(got), 1e-12)
+    if isinstance(want, dict) and isinstance(got, dict):
+        return got.keys() == want.keys() and all(close(got[k], want[k], rel) for k in want)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(got) == len(want) and all(close(a, b, rel) for a, b in zip(got, want, strict=True))
+    return got == want
 ML100K = HERE.parents[1] / "shared" / "data" / "movielens-100k"
 
 STRATEGIES = (
@@ -218,8 +258,22 @@ def run_all(work: Path) -> dict:
 if __name__ == "__main__":
     import tempfile
 
+    if "--write-tensors" in sys.argv:  # this CPU capability's tensor hashes, beside golden.json
+        import torch
+
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = case_train(Path(tmp))
+        path = tensors_file(cpu_capability())
+        path.write_text(
+            json.dumps({k: v["tensors"] for k, v in runs.items()}, indent=1, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+        sys.exit(f"wrote {path}")
     if "--write" not in sys.argv:
-        sys.exit("usage: python tests/golden_cases.py --write   (records tests/golden/golden.json)")
+        sys.exit("usage: python tests/golden_cases.py --write | --write-tensors")
+    if cpu_capability() != TENSORS_CAPABILITY:
+        sys.exit(f"golden.json's tensors are {TENSORS_CAPABILITY} hashes; this CPU is {cpu_capability()}")
     with tempfile.TemporaryDirectory() as tmp:
         result = run_all(Path(tmp))
     GOLDEN.parent.mkdir(exist_ok=True)

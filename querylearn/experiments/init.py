@@ -11,8 +11,9 @@ every training seed:
 - crossed with the next-query head ``softmax`` vs ``tied`` when this TrainConfig has
   ``next_query.head``.
 
-Per strategy and variant (mean ± std over seeds): every task's final score and their mean, and
-the T1 score right after T1 (R(T1, T1)), where the initialisation matters first.
+Per strategy and variant (mean ± std over seeds): every task's final score and their mean, the T1
+score right after T1 (R(T1, T1)), where the initialisation matters first, and T1's validation score
+after its first epoch and per epoch (the learning curve figure, one per strategy).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from querylearn.continual.config import NextQueryConfig
 from querylearn.data.dataset import load_manifest
 from querylearn.errors import ConfigError
 from querylearn.experiments.runner import ExperimentContext, RunResult, RunSpec, group, seed_runs
-from querylearn.experiments.stats import final_scores, fmt_ms, mean_std
+from querylearn.experiments.stats import final_scores, fmt_ms, mean_curve, mean_std, read_log, valid_curve
 
 CLAIM = "A pretrained initialisation of the query embeddings helps over a random one."
 DEFAULT_STRATEGIES = ("teracon",)
@@ -118,40 +119,67 @@ def plan(ctx: ExperimentContext, done: dict[str, RunResult]) -> list[RunSpec]:
 
 
 def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
-    tasks = [t["name"] for t in load_manifest(ctx.data)["tasks"]]
+    manifest = load_manifest(ctx.data)["tasks"]
+    tasks = [t["name"] for t in manifest]
+    first, metric = tasks[0], manifest[0]["metric"]
     summary: dict = {}
     rows = []
     bars: dict[str, list] = {}
+    figures = []
     for strategy in ctx.strategies:
         summary[strategy] = {}
+        curves_per_variant = {}
         for variant, src, head in variant_names(ctx):
             runs = group(done, strategy=strategy, variant=variant)
             finals = [final_scores(r.metrics) for r in runs]
+            curves = [valid_curve(read_log(r.run_dir, 0, first), first, metric) for r in runs]
+            curves_per_variant[variant] = mean_curve(curves)
             entry = {
                 "source": sources(ctx)[src],
                 "head": head,
                 "per_task": {t: mean_std(f[t] for f in finals) for t in tasks},
                 "mean": mean_std(np.mean([f[t] for t in tasks]) for f in finals),
                 "first_task_after_it": mean_std(r.metrics["R"][0][0] for r in runs),
+                "first_task_first_epoch": mean_std(c[0] if c else None for c in curves),
+                "first_task_curve": curves_per_variant[variant],
             }
             summary[strategy][variant] = entry
             rows.append(
                 [
                     strategy,
                     variant,
+                    fmt_ms(entry["first_task_first_epoch"]),
                     fmt_ms(entry["first_task_after_it"]),
                     *(fmt_ms(entry["per_task"][t]) for t in tasks),
                     fmt_ms(entry["mean"]),
                 ]
             )
             bars[f"{strategy} {variant}"] = [entry["per_task"][t] for t in tasks]
+        figures.append(
+            {
+                "file": f"init_{first}_curves_{strategy}.png",
+                "kind": "curves",
+                "title": f"{first} validation {metric} per epoch ({strategy})",
+                "xlabel": "epoch",
+                "ylabel": f"valid {metric}",
+                "series": curves_per_variant,
+            }
+        )
     return {
         "summary": {"variants": [v for v, _, _ in variant_names(ctx)], "strategies": summary},
         "tables": [
             {
                 "title": "Final scores R(T_last, T_i) per initialisation (mean ± std over seeds)",
-                "note": f"{tasks[0]} after {tasks[0]}: R(T1, T1), the first task's score before any other.",
-                "header": ["strategy", "variant", f"{tasks[0]} after {tasks[0]}", *tasks, "mean"],
+                "note": f"{first} epoch 1: its validation {metric} after the first epoch; {first} after "
+                f"{first}: R(T1, T1), the first task's test score before any other.",
+                "header": [
+                    "strategy",
+                    "variant",
+                    f"{first} epoch 1",
+                    f"{first} after {first}",
+                    *tasks,
+                    "mean",
+                ],
                 "rows": rows,
             },
         ],
@@ -164,5 +192,6 @@ def summarise(ctx: ExperimentContext, done: dict[str, RunResult]) -> dict:
                 "groups": tasks,
                 "series": bars,
             },
+            *figures,
         ],
     }
