@@ -239,7 +239,7 @@ class KoBERTTokenizer:
         split = [i for i, t in enumerate(texts) if "[" in t]
         if not split:
             return TokenizedBatch.from_lists(self._encode_chunks(texts))
-        # step 1 for the texts that may hold a special literal: (special id | chunk index) per part
+        # step 1 for the texts that may hold a special literal: (special piece | chunk index) per part
         chunks = list(texts)  # a text without "[" is its own chunk
         parts: dict[int, list[int | str]] = {}
         for i in split:
@@ -254,9 +254,8 @@ class KoBERTTokenizer:
             chunks[i] = ""
         ids = self._encode_chunks(chunks)
         for i, items in parts.items():
-            ids[i] = [
-                x for item in items for x in ([SPECIAL_IDS[item]] if isinstance(item, str) else ids[item])
-            ]
+            pieces = ([self.sp.PieceToId(it)] if isinstance(it, str) else ids[it] for it in items)
+            ids[i] = [x for piece_ids in pieces for x in piece_ids]
         return TokenizedBatch.from_lists(ids[: len(texts)])
 
     def _encode_chunks(self, chunks: list[str]) -> list[list[int]]:
