@@ -59,7 +59,7 @@ def close(got, want, rel: float = 1e-6) -> bool:
     """``got == want`` with floats compared to a relative ``rel`` (recursively through dicts/lists)."""
     if isinstance(got, bool) or isinstance(want, bool):
         return type(got) is type(want) and got == want
-    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+    if isinstance(want, float) and isinstance(got, (int, float)):
         return abs(got - want) <= rel * max(abs(want), abs(got), 1e-12)
     if isinstance(want, dict) and isinstance(got, dict):
         return got.keys() == want.keys() and all(close(got[k], want[k], rel) for k in want)
