@@ -172,6 +172,10 @@ def train_sequence_cli(
         flag_values["with_single"] = with_single
     overrides.update({k: v for k, v in flag_values.items() if v is not None})
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws, tracks and reports
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from querylearn.continual import distributed
+
+        ctx.call_on_close(distributed.shutdown)  # leave the process group before the process exits
     show = progress and console.is_terminal and not console.quiet and rank0
     reporter = RichProgress(console) if show else None
     tracker = None

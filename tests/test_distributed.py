@@ -39,13 +39,26 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, runs: list[tuple[dict, int | None]], report: str) -> None:
     """Each of ``runs`` (train_sequence kwargs, stop after that task or None) in turn, on this rank."""
+    import faulthandler
     import os
 
     from querylearn.continual import distributed
 
+    faulthandler.enable()  # a native abort (gloo) prints this rank's Python stack in the test's output
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     results = []
+    try:
+        _runs(runs, results)
+    finally:
+        distributed.shutdown()  # every exit path leaves the group (a live gloo group aborts at exit)
+    with open(f"{report}.{rank}", "w") as fh:
+        json.dump(results, fh)
+
+
+def _runs(runs: list[tuple[dict, int | None]], results: list) -> None:
+    from querylearn.continual import distributed
+
     for kwargs, stop_after in runs:
         if "config" in kwargs:
             kwargs = {**kwargs, "config": load_config(TrainConfig, None, kwargs["config"])}
@@ -61,9 +74,6 @@ def _worker(rank: int, world: int, port: int, runs: list[tuple[dict, int | None]
         except Interrupted:
             results.append("interrupted")
         results.append([distributed.world().size, trained])
-    distributed.shutdown()
-    with open(f"{report}.{rank}", "w") as fh:
-        json.dump(results, fh)
 
 
 def _run_2(runs: list[tuple[dict, int | None]], report) -> list[list]:
@@ -146,3 +156,30 @@ def test_mapped_sequences_give_the_int64_rows_of_the_file(tmp_path):
     assert got.dtype == torch.int64 and got.device.type == "cpu"
     assert torch.equal(got, torch.as_tensor(arr, dtype=torch.int64)[rows])
     assert seqs.shape == (6, 4) and len(seqs) == 6
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_train_sequence_under_torchrun_leaves_the_process_group(fails, tmp_path, monkeypatch):
+    """Under torchrun (WORLD_SIZE > 1) the command leaves the process group when it closes, after a
+    run that succeeded and after one that failed (a gloo group alive at exit aborts the process)."""
+    from querylearn.cli.main import main
+    from querylearn.continual import distributed
+    from querylearn.continual import run as run_module
+    from querylearn.errors import QuerylearnError
+
+    calls = []
+
+    def fake_train_sequence(*args, **kwargs):
+        calls.append("train")
+        if fails:
+            raise QuerylearnError("the run failed")
+        return {"R": [[0.5]]}
+
+    monkeypatch.setattr(run_module, "train_sequence", fake_train_sequence)
+    monkeypatch.setattr(distributed, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")  # not rank 0: returns without printing the tables
+    with pytest.raises(SystemExit) as e:
+        main(["train-sequence", "--data", str(tmp_path / "D"), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert (e.value.code not in (0, None)) == fails
+    assert calls == ["train", "shutdown"]

@@ -185,5 +185,12 @@ def gather_ranks(ranks: torch.Tensor) -> torch.Tensor:
 
 
 def shutdown() -> None:
+    """Leave the process group (no-op outside torchrun).
+
+    Call it before the process exits: a gloo group still alive at interpreter exit is torn down
+    with its worker threads running, which aborts the process ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded. ``train-sequence`` calls it when its command
+    closes, whether the run succeeded or failed.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
