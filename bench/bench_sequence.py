@@ -279,6 +279,62 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def mechanism(run_dir: Path) -> dict | None:
+    """TERACON's mechanism over one run, from its per-epoch logs (None when the run logs no ρ):
+
+    rho: mean over every epoch of tasks 2..n of ``rho_mean`` (the epoch's mean ρ) averaged over the
+    past tasks; rho_min / rho_max: the smallest and largest such epoch value; kept: users retained
+    per past task and batch, same mean; mask_std / mask_off: at the last epoch of the last task,
+    mask std across channels and fraction of channels below 0.5 (mean over layers), mean over tasks.
+    """
+    rhos, kept, last = [], [], None
+    for log in sorted((Path(run_dir) / "logs").glob("*.jsonl")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if rec.get("rho_mean"):
+                rhos.append(statistics.fmean(rec["rho_mean"].values()))
+                kept.append(statistics.fmean(rec["retained_per_batch"].values()))
+            if "mask_std" in rec:
+                last = rec
+    if not rhos:
+        return None
+    out = {"rho": statistics.fmean(rhos), "rho_min": min(rhos), "rho_max": max(rhos),
+           "kept": statistics.fmean(kept)}  # fmt: skip
+    if last is not None:
+        out["mask_std"] = statistics.fmean(last["mask_std"].values())
+        out["mask_off"] = statistics.fmean(statistics.fmean(v) for v in last["mask_off"].values())
+    return out
+
+
+def mechanism_lines(runs: list[dict]) -> list[str]:
+    """Markdown table of :func:`mechanism` per strategy (mean ± std over seeds); [] when no run logs ρ."""
+    per: dict[str, list[dict]] = {}
+    for r in runs:
+        m = mechanism(Path(r["run_dir"]))
+        if m is not None:
+            per.setdefault(r["strategy"], []).append(m)
+    if not per:
+        return []
+    keys = ["rho", "rho_min", "rho_max", "kept", "mask_std", "mask_off"]
+    lines = [
+        "",
+        "Relation-aware sampling over training (tasks 2..n, every epoch; ρ: sampling ratio of a past "
+        "task's users, mean over past tasks; kept: users retained per past task and batch) and the masks "
+        "after the last task (std across channels, fraction of channels below 0.5; mean over tasks and "
+        "layers):",
+        "",
+        "| strategy | seeds | mean ρ | min ρ | max ρ | kept / batch | mask std | channels off |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ms in per.items():
+        cells = [name, str(len(ms))]
+        for k in keys:
+            ms_k = mean_std([m.get(k) for m in ms])
+            cells.append(_fmt({"mean": ms_k[0], "std": ms_k[1], "n": ms_k[2]}, 4))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def budget(resolved: dict, n_tasks: int, phases: int) -> list[int]:
     """Epoch budget per task: the phase's max_epochs (after ``task_overrides``) times the fits per
     task (CONURE: 2)."""
@@ -531,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CAPPED {line}", flush=True)
     extra = heuristic_rows(args.data, summary["tasks"]) if runs else []
     protocol = protocol_lines(summary, runs[0]["resolved"], capped) if runs else []
+    protocol += mechanism_lines(runs)
     title = args.title or f"{manifest.get('source', args.data.name)}: {', '.join(strategies)}"
     import torch
 
@@ -557,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "popularity_reference": reference,
         "capped": capped,
+        "mechanism": {f"{r['strategy']}-s{r['seed']}": mechanism(Path(r["run_dir"])) for r in runs},
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -311,3 +311,43 @@ def test_bench_protocol_budgets_and_capped_runs():
         "teracon-s1 T3 (best epoch 12 = cap 12)",
         "conure-s0 T2 (best epoch 20 = cap 20)",
     ]
+
+
+def test_bench_sequence_mechanism_summary_reads_the_epoch_logs(tmp_path):
+    """bench/bench_sequence.py: mean ρ and users kept over every epoch of tasks 2..n, the masks at the
+    last epoch; a run that logs no ρ (a baseline) has none."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_sequence
+
+    run = tmp_path / "teracon-s0"
+    (run / "logs").mkdir(parents=True)
+    t1 = [{"epoch": 1, "mask_std": {"T1": 0.5}, "mask_off": {"T1": [0.5, 0.5]}}]
+    t2 = [
+        {"epoch": 1, "rho_mean": {"T1": 0.02}, "retained_per_batch": {"T1": 16.0},
+         "mask_std": {"T1": 0.5, "T2": 0.1}, "mask_off": {"T1": [0.5, 0.5], "T2": [0.0, 0.0]}},
+        {"epoch": 2, "rho_mean": {"T1": 0.04}, "retained_per_batch": {"T1": 20.0},
+         "mask_std": {"T1": 0.4, "T2": 0.2}, "mask_off": {"T1": [0.25, 0.75], "T2": [0.0, 0.5]}},
+    ]  # fmt: skip
+    t3 = [{"epoch": 1, "rho_mean": {"T1": 0.01, "T2": 0.03}, "retained_per_batch": {"T1": 16.0, "T2": 18.0},
+           "mask_std": {"T1": 0.3, "T2": 0.2, "T3": 0.1},
+           "mask_off": {"T1": [0.5, 0.5], "T2": [0.25, 0.25], "T3": [0.0, 0.0]}}]  # fmt: skip
+    for name, recs in [("01-T1", t1), ("02-T2", t2), ("03-T3", t3)]:
+        (run / "logs" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    got = bench_sequence.mechanism(run)
+    assert got["rho"] == pytest.approx((0.02 + 0.04 + 0.02) / 3)  # T3's epoch: mean of 0.01 and 0.03
+    assert (got["rho_min"], got["rho_max"]) == (pytest.approx(0.02), pytest.approx(0.04))
+    assert got["kept"] == pytest.approx((16 + 20 + 17) / 3)
+    assert got["mask_std"] == pytest.approx(0.2)  # the last record: T1 0.3, T2 0.2, T3 0.1
+    assert got["mask_off"] == pytest.approx(0.25)  # T1 0.5, T2 0.25, T3 0.0
+    base = tmp_path / "finetune-s0"
+    (base / "logs").mkdir(parents=True)
+    (base / "logs" / "02-T2.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0}) + "\n")
+    assert bench_sequence.mechanism(base) is None
+    lines = bench_sequence.mechanism_lines([{"strategy": "teracon", "run_dir": str(run)},
+                                            {"strategy": "finetune", "run_dir": str(base)}])
+    assert [ln.split(" | ")[0] for ln in lines if ln.startswith("| teracon")] == ["| teracon"]
+    assert not any(ln.startswith("| finetune") for ln in lines)
