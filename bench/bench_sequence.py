@@ -283,23 +283,26 @@ def mechanism(run_dir: Path) -> dict | None:
     """TERACON's mechanism over one run, from its per-epoch logs (None when the run logs no ρ):
 
     rho: mean over every epoch of tasks 2..n of ``rho_mean`` (the epoch's mean ρ) averaged over the
-    past tasks; rho_min / rho_max: the smallest and largest such epoch value; kept: users retained
-    per past task and batch, same mean; mask_std / mask_off: at the last epoch of the last task,
+    past tasks; rho_later: the same over the epochs after each task's first (a task's first epoch
+    starts from rho_init = 0.9 on its first batch); rho_min / rho_max: the smallest and largest
+    epoch value; kept: users retained per past task and batch, mean over every epoch; mask_std / mask_off: at the last epoch of the last task,
     mask std across channels and fraction of channels below 0.5 (mean over layers), mean over tasks.
     """
-    rhos, kept, last = [], [], None
+    rhos, later, kept, last = [], [], [], None
     for log in sorted((Path(run_dir) / "logs").glob("*.jsonl")):
         for line in log.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
             if rec.get("rho_mean"):
                 rhos.append(statistics.fmean(rec["rho_mean"].values()))
+                if rec.get("epoch", 1) > 1:
+                    later.append(rhos[-1])
                 kept.append(statistics.fmean(rec["retained_per_batch"].values()))
             if "mask_std" in rec:
                 last = rec
     if not rhos:
         return None
-    out = {"rho": statistics.fmean(rhos), "rho_min": min(rhos), "rho_max": max(rhos),
-           "kept": statistics.fmean(kept)}  # fmt: skip
+    out = {"rho": statistics.fmean(rhos), "rho_later": statistics.fmean(later) if later else None,
+           "rho_min": min(rhos), "rho_max": max(rhos), "kept": statistics.fmean(kept)}  # fmt: skip
     if last is not None:
         out["mask_std"] = statistics.fmean(last["mask_std"].values())
         out["mask_off"] = statistics.fmean(statistics.fmean(v) for v in last["mask_off"].values())
@@ -315,16 +318,17 @@ def mechanism_lines(runs: list[dict]) -> list[str]:
             per.setdefault(r["strategy"], []).append(m)
     if not per:
         return []
-    keys = ["rho", "rho_min", "rho_max", "kept", "mask_std", "mask_off"]
+    keys = ["rho", "rho_later", "rho_min", "rho_max", "kept", "mask_std", "mask_off"]
     lines = [
         "",
         "Relation-aware sampling over training (tasks 2..n, every epoch; ρ: sampling ratio of a past "
-        "task's users, mean over past tasks; kept: users retained per past task and batch) and the masks "
+        "task's users, mean over past tasks; after 1st: the epochs after each task's first, whose first "
+        "batch starts at rho_init = 0.9; kept: users retained per past task and batch) and the masks "
         "after the last task (std across channels, fraction of channels below 0.5; mean over tasks and "
         "layers):",
         "",
-        "| strategy | seeds | mean ρ | min ρ | max ρ | kept / batch | mask std | channels off |",
-        "|---|---|---|---|---|---|---|---|",
+        "| strategy | seeds | mean ρ | mean ρ after 1st | min ρ | max ρ | kept / batch | mask std | channels off |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ms in per.items():
         cells = [name, str(len(ms))]

@@ -339,6 +339,7 @@ def test_bench_sequence_mechanism_summary_reads_the_epoch_logs(tmp_path):
         (run / "logs" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     got = bench_sequence.mechanism(run)
     assert got["rho"] == pytest.approx((0.02 + 0.04 + 0.02) / 3)  # T3's epoch: mean of 0.01 and 0.03
+    assert got["rho_later"] == pytest.approx(0.04)  # T2's second epoch only
     assert (got["rho_min"], got["rho_max"]) == (pytest.approx(0.02), pytest.approx(0.04))
     assert got["kept"] == pytest.approx((16 + 20 + 17) / 3)
     assert got["mask_std"] == pytest.approx(0.2)  # the last record: T1 0.3, T2 0.2, T3 0.1
