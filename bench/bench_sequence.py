@@ -285,8 +285,9 @@ def mechanism(run_dir: Path) -> dict | None:
     rho: mean over every epoch of tasks 2..n of ``rho_mean`` (the epoch's mean ρ) averaged over the
     past tasks; rho_later: the same over the epochs after each task's first (a task's first epoch
     starts from rho_init = 0.9 on its first batch); rho_min / rho_max: the smallest and largest
-    epoch value; kept: users retained per past task and batch, mean over every epoch; mask_std / mask_off: at the last epoch of the last task,
-    mask std across channels and fraction of channels below 0.5 (mean over layers), mean over tasks.
+    epoch value; kept: users retained per past task and batch, mean over every epoch;
+    mask_std / mask_off: at the last epoch of the last task, mask std across channels and fraction of
+    channels below 0.5 (mean over layers), mean over tasks.
     """
     rhos, later, kept, last = [], [], [], None
     for log in sorted((Path(run_dir) / "logs").glob("*.jsonl")):
@@ -327,7 +328,8 @@ def mechanism_lines(runs: list[dict]) -> list[str]:
         "after the last task (std across channels, fraction of channels below 0.5; mean over tasks and "
         "layers):",
         "",
-        "| strategy | seeds | mean ρ | mean ρ after 1st | min ρ | max ρ | kept / batch | mask std | channels off |",
+        "| strategy | seeds | mean ρ | mean ρ after 1st | min ρ | max ρ | kept / batch | mask std "
+        "| channels off |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ms in per.items():

@@ -180,6 +180,7 @@ def test_train_sequence_under_torchrun_leaves_the_process_group(fails, tmp_path,
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")  # not rank 0: returns without printing the tables
     with pytest.raises(SystemExit) as e:
-        main(["train-sequence", "--data", str(tmp_path / "D"), "--out", str(tmp_path / "run"), "--no-progress"])
+        main(["train-sequence", "--data", str(tmp_path / "D"), "--out", str(tmp_path / "run"),
+              "--no-progress"])
     assert (e.value.code not in (0, None)) == fails
     assert calls == ["train", "shutdown"]
