@@ -132,7 +132,14 @@ def _complete(run: Path) -> bool:
 
 
 def _continue_t1(
-    data: Path, root: Path, group: str, group_over: dict, run: Path, base: dict, over: dict
+    data: Path,
+    root: Path,
+    group: str,
+    group_over: dict,
+    run: Path,
+    base: dict,
+    over: dict,
+    config: Path | None = None,
 ) -> None:
     """Train (once) T1 with the group's settings, then copy it to ``run`` and learn the later tasks
     with the group's and the variant's settings."""
@@ -141,16 +148,18 @@ def _continue_t1(
 
     from querylearn.config import dump_toml, load_config
     from querylearn.continual.config import TrainConfig
+    from querylearn.continual.data import resolve_task_order
     from querylearn.continual.run import train_sequence
+    from querylearn.data.dataset import load_dataset
 
-    full = load_config(TrainConfig, None, {**base, **group_over, **over})
-    tasks = list(full.tasks)
+    full = load_config(TrainConfig, config, {**base, **group_over, **over})
+    tasks = resolve_task_order(load_dataset(data), full.tasks)  # tasks = [] means the dataset's order
     t1_run = root / f"t1-{group}-s{base['seed']}"
     if not (t1_run / "metrics.json").is_file():
         if t1_run.exists():
             raise SystemExit(f"{t1_run}: an unfinished run; remove it first")
         train_sequence(
-            data, t1_run, config=load_config(TrainConfig, None, {**base, **group_over, "tasks": tasks[:1]})
+            data, t1_run, config=load_config(TrainConfig, config, {**base, **group_over, "tasks": tasks[:1]})
         )
     shutil.copytree(t1_run, run)
     (run / "config.toml").write_text(
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--root", type=Path, required=True, help="run directories go here")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--config", type=Path, help="a run TOML under the overrides (e.g. bench/configs/*.toml)")
     ap.add_argument("--set", action="append", default=[], help="base key=value override (TOML value)")
     ap.add_argument("--variant", action="append", default=[], help="NAME=[GROUP:]KEY=VALUE[;KEY=VALUE...]")
     ap.add_argument("--t1", action="append", default=[], help="GROUP=KEY=VALUE[;...]: a shared T1 run")
@@ -188,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                 if run.exists():
                     raise SystemExit(f"{run}: an unfinished run; remove it first")
                 if group is None:
-                    cfg = load_config(TrainConfig, None, {**base, **over, "seed": seed})
+                    cfg = load_config(TrainConfig, args.config, {**base, **over, "seed": seed})
                     train_sequence(args.data, run, config=cfg)
                 else:
                     _continue_t1(
-                        args.data, args.root, group, groups[group], run, {**base, "seed": seed}, over
+                        args.data, args.root, group, groups[group], run, {**base, "seed": seed}, over,
+                        args.config,
                     )
                 print(f"done {name} seed {seed}", file=sys.stderr, flush=True)
             rows.setdefault(name, []).append(summarise_run(run))

@@ -84,10 +84,12 @@ TRAIN_ARGS = [
     "--model.channels", "16", "--model.dilations", "[1, 2]",
     "--t2.batch_size", "64", "--later.batch_size", "64",
 ]  # fmt: skip
-# the official revised code's TERACON settings (issue 11 changed the default of min_kr_samples to 16;
-# docs/algorithms.md "Mechanism options"): the golden numbers were recorded with them
+# the official revised code's TERACON settings (issue 11 changed the defaults of min_kr_samples to 16
+# and of freeze to "shared"; docs/algorithms.md "Mechanism options"): the golden numbers were
+# recorded with them
 TERACON_PARITY = [
     "--teracon.min_kr_samples", "1", "--teracon.mask_reg", "0", "--teracon.relation_init", "official",
+    "--teracon.freeze", "none",
 ]  # fmt: skip
 
 FILES_LOG = (

@@ -26,6 +26,7 @@ PARITY = {
     "teracon.min_kr_samples": 1,
     "teracon.min_rho": 0.0,
     "teracon.teacher_s": "annealed",
+    "teracon.freeze": "none",
 }
 
 
@@ -43,11 +44,13 @@ MECHANISM = {
 
 
 def test_defaults_and_parity_switches():
-    """The defaults differ from the official revised code in one key, min_kr_samples (docs/algorithms.md)."""
+    """The defaults differ from the official revised code in two keys, min_kr_samples and freeze
+    (docs/algorithms.md)."""
     t = TrainConfig().teracon
-    assert t.min_kr_samples == 16
+    assert t.min_kr_samples == 16 and t.freeze == "shared"
     p = load_config(TrainConfig, None, PARITY).teracon
-    assert p.min_kr_samples == 1 and p == TrainConfig(teracon=type(t)(min_kr_samples=1)).teracon
+    assert p.min_kr_samples == 1 and p.freeze == "none"
+    assert p == TrainConfig(teracon=type(t)(min_kr_samples=1, freeze="none")).teracon
 
 
 # ---- pure maths --------------------------------------------------------------------------------
@@ -352,3 +355,49 @@ def test_bench_sequence_mechanism_summary_reads_the_epoch_logs(tmp_path):
                                             {"strategy": "finetune", "run_dir": str(base)}])
     assert [ln.split(" | ")[0] for ln in lines if ln.startswith("| teracon")] == ["| teracon"]
     assert not any(ln.startswith("| finetune") for ln in lines)
+
+
+@pytest.mark.parametrize("freeze", ["none", "embedding", "shared"])
+def test_freeze_stops_the_shared_modules_after_t1(toy, tmp_path, freeze):
+    """teracon.freeze: after T2 the frozen tensors equal T1's checkpoint bit for bit, everything else
+    (convs always; the embedding and LayerNorms when not frozen) has moved."""
+    from safetensors.torch import load_file
+
+    over = {**TINY, "tasks": ["T1", "T2"], "t1.max_epochs": 1, "t2.max_epochs": 1, "t2.batch_size": 32,
+            "teracon.freeze": freeze}  # fmt: skip
+    run = tmp_path / freeze
+    train_sequence(toy, run, config=load_config(TrainConfig, None, over))
+    t1, t2 = (load_file(run / "checkpoints" / f"{stem}.safetensors") for stem in ("01-T1", "02-T2"))
+    same = {k for k in t1 if k in t2 and torch.equal(t1[k], t2[k])}
+    emb = {k for k in t1 if k.startswith("item_embedding.")}
+    ln = {k for k in t1 if ".ln1." in k or ".ln2." in k}
+    conv = {k for k in t1 if ".conv." in k}
+    assert emb and ln and conv
+    assert not conv & same
+    frozen = {"none": set(), "embedding": emb, "shared": emb | ln}[freeze]
+    assert frozen <= same
+    assert not (emb | ln) - frozen & same
+
+
+def test_mechanism_bench_shares_a_t1_only_run_under_a_config_without_tasks(toy, tmp_path):
+    """bench/teracon_mechanism.py --config: the shared T1 run learns T1 alone even when the config
+    lists no tasks (= the dataset's order), and the variant continues it through every task."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import teracon_mechanism
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        "threads = 1\n[model]\nchannels = 16\ndilations = [1, 2]\n[t1]\nmax_epochs = 1\n"
+        "[t2]\nmax_epochs = 1\nbatch_size = 32\n[later]\nmax_epochs = 1\n",
+        encoding="utf-8",
+    )
+    root = tmp_path / "mech"
+    teracon_mechanism.main(["--data", str(toy), "--root", str(root), "--seeds", "0", "--config", str(cfg),
+                            "--t1", "u=", "--variant", 'v=u:teracon.freeze="embedding"'])  # fmt: skip
+    t1 = json.loads((root / "t1-u-s0" / "metrics.json").read_text(encoding="utf-8"))
+    v = json.loads((root / "v-s0" / "metrics.json").read_text(encoding="utf-8"))
+    assert t1["tasks"] == ["T1"]
+    assert v["tasks"] == ["T1", "T2", "T3"] and v["R"][0][0] == t1["R"][0][0]

@@ -90,8 +90,9 @@ class TeraconConfig:
     relation_init: "official" (default, parity: relation weights N(0, 0.01²), bias 0.1, so every
     relation-aware mask restarts at σ(0.1 s) on every channel) or "identity" (own-task weight 1, bias
     0: a task's relation-aware mask starts as σ(s tanh(s e^t)), keeping the channels its plain mask
-    switched off; a new task's mask is then exactly 1 at smax). The only default that differs from
-    the official revised code is min_kr_samples (16; official 1).
+    switched off; a new task's mask is then exactly 1 at smax). The defaults that differ from
+    the official revised code are min_kr_samples (16; official 1) and freeze ("shared"; official
+    "none").
     kr_logits: "full" (parity: MSE over every logit of a past head) or "sampled" (MSE over
     ``kr_classes`` uniformly drawn classes per past task and batch, for heads with more classes;
     bounds the memory of retention on a large next_query vocabulary).
@@ -100,6 +101,10 @@ class TeraconConfig:
     task, otherwise holds one full forward per past task).
     rho_mode "fixed": rho = ``rho_fixed`` for every past task and batch (uniform sampling at one
     rate, the control of ``querylearn experiment sampling``).
+    freeze: what stops training after T1: "none" (parity: the official code trains every parameter
+    at every task), "embedding" (the item embedding and the input projection, if any) or "shared"
+    (default: those and every LayerNorm, ``UserEncoder.shared_modules``, what HAT and CONURE freeze;
+    docs/benchmarks-train.md, "TERACON with frozen shared modules").
     """
 
     alpha: float = 0.7
@@ -119,6 +124,7 @@ class TeraconConfig:
     kr_classes: int = 1024
     cos_eps: float = 1e-6
     checkpoint_students: bool = True
+    freeze: Literal["none", "embedding", "shared"] = "shared"
 
     def __post_init__(self) -> None:
         require(

@@ -409,8 +409,13 @@ def _pick_intent(nouns: np.ndarray, gender: np.ndarray, tab: _Tables, rng: np.ra
     return intent
 
 
-def _query_chunk(users: _Users, lo: int, hi: int, tab: _Tables, rng: np.random.Generator):
+def _query_chunk(
+    users: _Users, lo: int, hi: int, tab: _Tables, rng: np.random.Generator, trace: dict | None = None
+):
     """Queries of users [lo, hi): (user index [m], variant id [m], timestamp [m]), user-major, chronological.
+
+    ``trace`` (a dict, filled in place; draws unchanged): "slot" and "noun" [c], the chain's state
+    before each user's last query (what the final step conditions on; ``bench/t1_oracle.py``).
 
     One Markov step per column t (vectorised over the chunk's users); modes per step:
     0 repeat a recent query, 1 refine (same noun, new intent), 2 same sub-category, new noun,
@@ -430,7 +435,13 @@ def _query_chunk(users: _Users, lo: int, hi: int, tab: _Tables, rng: np.random.G
     rows = np.arange(c)
     slot = np.zeros(c, dtype=np.int64)
     noun = np.zeros(c, dtype=np.int64)
+    if trace is not None:
+        trace["slot"] = np.zeros(c, dtype=np.int64)
+        trace["noun"] = np.zeros(c, dtype=np.int64)
     for t in range(length):
+        if trace is not None:
+            final = n_q - 1 == t
+            trace["slot"][final], trace["noun"][final] = slot[final], noun[final]
         r = rng.random(c)
         if t == 0:
             mode = np.full(c, 3)

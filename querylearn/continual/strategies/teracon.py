@@ -86,6 +86,9 @@ class Teracon(ContinualStrategy):
 
     def before_task(self, ctx: TrainContext, task: TaskData) -> None:
         self._model = ctx.model
+        if self.cfg.freeze != "none":  # the optimiser is built after this hook, from trainable parameters
+            for p in frozen_after_t1(ctx.model, self.cfg.freeze):
+                p.requires_grad_(ctx.model.task_index(task.name) == 0)
         n_past = ctx.model.n_tasks - 1
         init = {"all": 1.0, "fixed": self.cfg.rho_fixed}.get(self.cfg.rho_mode, self.cfg.rho_init)
         self.rho = torch.full((n_past,), init, device=ctx.device)  # not reset per epoch (4.10)
@@ -200,6 +203,17 @@ class Teracon(ContinualStrategy):
     def after_task(self, ctx: TrainContext, task: TaskData) -> None:
         self.teacher = None  # the next task snapshots the model it starts from
         self._model = None
+
+
+def frozen_after_t1(model: UserEncoder, what: str) -> list[torch.nn.Parameter]:
+    """The parameters ``teracon.freeze = what`` stops training after T1: "embedding" = the item
+    embedding and the input projection; "shared" = those and every LayerNorm; "none" = nothing."""
+    if what == "none":
+        return []
+    modules = model.shared_modules()  # [item embedding, (input projection), LayerNorms...]
+    if what == "embedding":
+        modules = modules[: 2 if model.input_proj is not None else 1]
+    return [p for m in modules for p in m.parameters()]
 
 
 def _variant(name: str, **changes):
