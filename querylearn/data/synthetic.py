@@ -73,6 +73,7 @@ P_AGE_NOISE, P_GENDER_NOISE = 0.10, 0.04
 P_ZERO_INTERACTIONS, P_ONE_INTERACTION = 0.12, 0.16
 MAX_CATEGORY_LABELS = 3
 ITEM_ZIPF = 1.2  # product popularity within a noun: 1 / rank^1.2
+QUERIES_PER_USER = (20, 90)  # inclusive range of the uniform per-user query count
 
 
 @dataclass
@@ -598,12 +599,18 @@ def _frame(uid_pool: np.ndarray, user: np.ndarray, labels: np.ndarray) -> pd.Dat
 # ------------------------------------------------------------------------------------------- main
 
 
+def user_ids(n: int) -> list[str]:
+    """The ids of ``n`` generated users, in generation order: u000001, u000002, ..."""
+    width = max(6, len(str(n)))
+    return [f"u{i + 1:0{width}d}" for i in range(n)]
+
+
 def generate_synthetic_log(
     n_users: int,
     *,
     seed: int = 0,
     noisy_task: bool = False,
-    queries_per_user: tuple[int, int] = (20, 90),
+    queries_per_user: tuple[int, int] = QUERIES_PER_USER,
 ) -> SyntheticLog:
     """Generate a synthetic Korean search log with 7 (or 8 with ``noisy_task``) tasks.
 
@@ -628,8 +635,7 @@ def generate_synthetic_log(
     ss = np.random.SeedSequence(int(seed))
     s_users, s_queries, s_cat, s_labels, s_inter, s_noisy = ss.spawn(6)
     users = _draw_users(n, tab, np.random.default_rng(s_users), (int(lo), int(hi)))
-    width = max(6, len(str(n)))
-    uid_pool = np.asarray([f"u{i + 1:0{width}d}" for i in range(n)], dtype=object)
+    uid_pool = np.asarray(user_ids(n), dtype=object)
 
     # queries, chunk by chunk (each chunk its own stream, so memory is bounded by CHUNK_USERS)
     parts = []
