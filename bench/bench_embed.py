@@ -9,7 +9,8 @@ Usage::
   tokenisation alone, pooling alone, both (``embed`` with ``--threads`` torch threads), and both on
   one torch thread in the same sitting (the baseline; its vectors must be identical).
 - The straightforward tokenisation, same sitting (the reference of ``bench/run_all.py``): one query
-  at a time (``encode`` in a loop); it must give identical ids.
+  at a time (``encode`` in a loop); it must give identical ids. And the batched tokenisation without
+  sentencepiece's id buffers (its public list-of-ints call), also with identical ids.
 - ``contextual``: the tiny test model (32-d, 2 layers, 2 heads), batched forward passes, batch 64.
 Models are built offline by ``tests/kobert_tiny.py``. Results: a table on stdout and
 ``bench/results/embed.json``. Peak RSS is the process high-water mark after each phase.
@@ -105,6 +106,18 @@ def main() -> None:
         t = time.perf_counter()
         batch = emb.tokenizer.encode_batch(queries)
         t_tok = time.perf_counter() - t
+        # the same sitting with sentencepiece's public list-of-ints call (the path before the id
+        # buffers, and the one used where the buffers are unavailable); it must give the same ids
+        used_buffers = emb.tokenizer._buffers_ok
+        emb.tokenizer._buffers_ok = False
+        t = time.perf_counter()
+        listed = emb.tokenizer.encode_batch(queries)
+        t_tok_list = time.perf_counter() - t
+        emb.tokenizer._buffers_ok = used_buffers
+        if not (
+            np.array_equal(listed.flat_ids, batch.flat_ids) and np.array_equal(listed.offsets, batch.offsets)
+        ):
+            sys.exit("the id buffers give other ids than sentencepiece's public call")
         t = time.perf_counter()
         vectors, _, _ = emb.pool(batch)
         t_pool = time.perf_counter() - t
@@ -132,6 +145,7 @@ def main() -> None:
         rss = round(peak_rss_mb(), 1)
         for name, sec in (
             ("tokenise only (KoBERT rules)", t_tok),
+            ("tokenise with sentencepiece's list of ints (no id buffers)", t_tok_list),
             ("tokenise one query at a time (straightforward loop)", t_loop),
             ("subword-mean lookup only (768-d)", t_pool),
             ("subword-mean total (embed)", t_all),

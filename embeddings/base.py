@@ -129,6 +129,12 @@ class TokenizedBatch:
         flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64, count=int(offsets[-1]))
         return cls(flat, offsets)
 
+    @classmethod
+    def from_lengths(cls, flat_ids: np.ndarray, lengths: np.ndarray) -> TokenizedBatch:
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(np.asarray(flat_ids, dtype=np.int64), offsets)
+
     @property
     def n_queries(self) -> int:
         return len(self.offsets) - 1

@@ -126,6 +126,7 @@ class KoBERTTokenizer:
         self.pad_id = self._lookup("[PAD]", fallback=SPECIAL_IDS["[PAD]"])
         self.mask_id = self._lookup("[MASK]", fallback=SPECIAL_IDS["[MASK]"])
         self.vocab_size = int(self.sp.GetPieceSize())
+        self._buffers_ok: bool | None = None  # see _ids_flat
 
     def _lookup(self, piece: str, *, fallback: int) -> int:
         found = self.sp.PieceToId(piece)
@@ -238,7 +239,7 @@ class KoBERTTokenizer:
         texts = list(texts)
         split = [i for i, t in enumerate(texts) if "[" in t]
         if not split:
-            return TokenizedBatch.from_lists(self._encode_chunks(texts))
+            return self._encode_flat(self.preprocess_many(texts))
         # step 1 for the texts that may hold a special literal: (special piece | chunk index) per part
         chunks = list(texts)  # a text without "[" is its own chunk
         parts: dict[int, list[int | str]] = {}
@@ -257,6 +258,71 @@ class KoBERTTokenizer:
             pieces = ([self.sp.PieceToId(it)] if isinstance(it, str) else ids[it] for it in items)
             ids[i] = [x for piece_ids in pieces for x in piece_ids]
         return TokenizedBatch.from_lists(ids[: len(texts)])
+
+    def _encode_flat(self, pre: list[str]) -> TokenizedBatch:
+        """Steps 3-5 for preprocessed texts without special literals, as flat arrays.
+
+        sentencepiece's ids come as one C++ buffer per text (:meth:`_ids_flat`), so no Python int
+        is made per id; the texts holding a ``,`` are then encoded again as pieces for the
+        digit-comma rule (step 4) and their ids spliced in (the others keep their place).
+        """
+        flat, lengths = self._ids_flat(pre)  # [T], [N]
+        comma = [i for i, text in enumerate(pre) if "," in text]
+        if not comma:
+            return TokenizedBatch.from_lengths(flat, lengths)
+        cache: dict[str, list[str]] = {}
+        fixed = [
+            self.convert_tokens_to_ids(self._digit_comma(pieces, cache))
+            for pieces in self.sp.encode([pre[i] for i in comma], out_type=str)
+        ]
+        keep = np.ones(len(pre), dtype=bool)
+        keep[comma] = False
+        new_lengths = lengths.copy()
+        new_lengths[comma] = [len(ids) for ids in fixed]
+        out = np.empty(int(new_lengths.sum()), dtype=np.int64)
+        out[np.repeat(keep, new_lengths)] = flat[np.repeat(keep, lengths)]  # in order, both sides
+        out[np.repeat(~keep, new_lengths)] = np.fromiter(
+            (i for ids in fixed for i in ids), dtype=np.int64, count=int(new_lengths[comma].sum())
+        )
+        return TokenizedBatch.from_lengths(out, new_lengths)
+
+    def _ids_flat(self, pre: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """sentencepiece ids of each text: (flat int64 [T], lengths int64 [N]).
+
+        sentencepiece >= 0.2.1 can return each text's ids as a C++ int32 buffer; joining the buffers
+        skips the Python list of ints per text that ``encode(out_type=int)`` builds (most of its
+        time). That entry point is not public, so it is used only when it gives exactly the public
+        call's ids on the first texts of this tokenizer's first batch, else the public call is used.
+        """
+        if not pre:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        if self._buffers_ok is None:
+            probe = pre[:256]
+            try:
+                got = self._buffer_ids(probe)
+                want = self.sp.encode(probe, out_type=int)
+                self._buffers_ok = got[1].tolist() == [len(ids) for ids in want] and got[0].tolist() == [
+                    i for ids in want for i in ids
+                ]
+            except (AttributeError, TypeError, ValueError):
+                self._buffers_ok = False
+        if self._buffers_ok:
+            return self._buffer_ids(pre)
+        ids = self.sp.encode(pre, out_type=int)
+        batch = TokenizedBatch.from_lists(ids)
+        return batch.flat_ids, batch.lengths
+
+    def _buffer_ids(self, pre: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        sp = self.sp
+        # the positional order of sentencepiece's batch encoders, with SentencePieceProcessor's
+        # defaults (what the public encode passes)
+        buffers = sp._processor._EncodeAsBufferBatch(
+            pre, sp._num_threads, None, sp._enable_sampling, sp._nbest_size, sp._alpha,
+            sp._add_bos, sp._add_eos, sp._reverse,
+        )  # fmt: skip
+        nbytes = np.fromiter((memoryview(b).nbytes for b in buffers), dtype=np.int64, count=len(pre))
+        flat = np.frombuffer(b"".join(buffers), dtype=np.int32).astype(np.int64)
+        return flat, nbytes // 4
 
     def _encode_chunks(self, chunks: list[str]) -> list[list[int]]:
         """Steps 2-5 for chunks without special literals, batched: ids per chunk."""

@@ -285,3 +285,42 @@ def test_subword_mean_blocks_by_hand(monkeypatch, chunk):
     vectors, _ = pooling.subword_mean(weight, batch, extra_ids=(0, 3))
     expected = [[9 / 4, 15 / 4], [10 / 3, 6.0], [5 / 2, 9 / 2], [12 / 5, 22 / 5], [8 / 3, 13 / 3]]
     np.testing.assert_allclose(vectors, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("buffers", ["used", "refused", "missing"])
+def test_flat_ids_equal_the_public_encode(kobert_dir, monkeypatch, buffers):
+    """``encode_batch`` reads sentencepiece's per-text id buffers when they give the public call's
+    ids on a probe, and otherwise (an entry point that fails or is missing) the public call: the ids
+    are the same either way, including the digit-comma texts spliced in."""
+    fresh = KoBERTTokenizer.from_dir(kobert_dir)
+    if buffers == "refused":
+        monkeypatch.setattr(fresh, "_buffer_ids", lambda pre: (_ for _ in ()).throw(TypeError("changed")))
+    if buffers == "missing":
+        monkeypatch.setattr(fresh, "sp", _NoBuffers(fresh.sp))
+    texts = [
+        "캠핑 의자",
+        "",
+        "1,000원 할인",
+        "가격 12,000",
+        "ㅋㅋ",
+        "x3,",
+        "노트북 가방 여름",
+        "😀",
+        "1,2,3",
+    ] * 40
+    batch = fresh.encode_batch(texts)
+    assert fresh._buffers_ok is (buffers == "used")
+    for i, text in enumerate(texts[:9]):
+        assert batch.ids(i).tolist() == fresh.encode(text, add_special_tokens=False), repr(text)
+    assert batch.n_queries == len(texts) and batch.offsets[-1] == 40 * batch.offsets[9]
+
+
+class _NoBuffers:
+    """A sentencepiece processor without the buffer entry point (older sentencepiece)."""
+
+    def __init__(self, sp):
+        self._sp = sp
+        self._processor = object()
+
+    def __getattr__(self, name):
+        return getattr(self._sp, name)

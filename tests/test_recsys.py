@@ -370,3 +370,24 @@ def test_epoch_rows_equal_the_concatenated_epoch(k):
         assert u.tolist() == u_all[rows].tolist()
         assert i.tolist() == i_all[rows].tolist()
         assert y.tolist() == y_all[rows].tolist() and y.dtype == np.float32
+
+
+@pytest.mark.parametrize("variant", ["id", "rep"])
+def test_foreach_adam_trains_the_same_parameters_as_the_one_tensor_loop(variant, monkeypatch):
+    """ADAM_FOREACH is a speed switch only: every parameter after two epochs equals, bit for bit,
+    what the one-tensor-at-a-time Adam gives on the same batches."""
+    import querylearn.recsys.train as train_mod
+
+    split = _checkerboard()
+    reps = np.random.default_rng(0).normal(size=(split.n_users, 6)).astype(np.float32)
+    cfg = NCFConfig(epochs=2, batch_size=16, select_by_valid=False, device="cpu")
+    trained = {}
+    for foreach in (False, True):
+        monkeypatch.setattr(train_mod, "ADAM_FOREACH", foreach)
+        res = train_ncf(split, cfg, variant=variant, reps=reps if variant == "rep" else None, seed=3)
+        trained[foreach] = ({k: v.clone() for k, v in res.model.state_dict().items()}, res.losses)
+    (loop, loop_losses), (batched, batched_losses) = trained[False], trained[True]
+    assert loop_losses == batched_losses
+    for name, value in loop.items():
+        assert torch.equal(value, batched[name]), name
+    assert len(loop_losses) == 2 and loop_losses[1] < loop_losses[0]  # it did train

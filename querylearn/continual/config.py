@@ -181,9 +181,10 @@ class TrainConfig:
     precision: "fp32" (default) or "bf16" (torch.autocast for training forward passes; several
     times faster on CPUs with AVX512-BF16/AMX and on GPUs; evaluation always runs in fp32).
     multi_target_batching: training batches of multi_target tasks (docs/train-sequence.md, "Per-user
-    batching"): "pair" (parity: shuffled (user, target) rows, batch_size rows per step) or "user"
-    (shuffled users, every user's train targets in the same step, about batch_size rows per step;
-    each user encoded once per epoch; same loss, the mean CE over the step's pairs).
+    batching"): "user" (default: shuffled users, every user's train targets in the same step, about
+    batch_size rows per step; each user encoded once per epoch; same loss, the mean CE over the
+    step's pairs) or "pair" (parity with the official code: shuffled (user, target) rows,
+    batch_size rows per step).
     length_buckets: training batches hold rows of similar sequence length (sorted within windows of
     50 batches, batch order shuffled; ``querylearn.continual.buckets``) instead of random rows; with
     ``model.padding = "exact"`` their common padding is then not computed. Off = parity.
@@ -206,7 +207,7 @@ class TrainConfig:
     task_emb_clamp: float = 6.0
     with_single: bool = False
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    multi_target_batching: Literal["pair", "user"] = "pair"
+    multi_target_batching: Literal["pair", "user"] = "user"
     model: ModelConfig = field(default_factory=ModelConfig)
     t1: PhaseConfig = field(
         default_factory=lambda: PhaseConfig(lr=1e-3, batch_size=32, eval_batch_size=512, max_epochs=10)
@@ -232,8 +233,12 @@ class TrainConfig:
         )
         require(self.smax > 0, "smax", "must be > 0", self.smax)
         require(self.task_emb_clamp > 0, "task_emb_clamp", "must be > 0", self.task_emb_clamp)
-        require(self.mmap_threshold_mb >= 0, "mmap_threshold_mb", "must be >= 0 (0 = glibc's default)",
-                self.mmap_threshold_mb)
+        require(
+            self.mmap_threshold_mb >= 0,
+            "mmap_threshold_mb",
+            "must be >= 0 (0 = glibc's default)",
+            self.mmap_threshold_mb,
+        )
         require(self.threads >= 0, "threads", "must be >= 0 (0 = leave torch's default)", self.threads)
         types = {f.name: f.type for f in fields(PhaseConfig)}  # "float" / "int" (postponed annotations)
         for key, table in self.task_overrides.items():
