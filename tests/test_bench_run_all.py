@@ -122,6 +122,34 @@ def test_readers_turn_benchmark_json_into_rows(tmp_path):
     assert train[("T2 epoch", "another day")].ratio == pytest.approx(91 / 72)
 
 
+def test_memory_rows_compare_the_default_with_pair_batching_and_the_official_peak(tmp_path):
+    (tmp_path / "memory.json").write_text(
+        json.dumps(
+            {
+                "official_peak_rss_gib": {"T1": 0.49, "T2": 5.05, "T3": 6.93},
+                "variants": {"default": {"peak_rss_gib": 0.76}, "pair": {"peak_rss_gib": 2.67}},
+            }
+        )
+    )
+    ctx = run_all.Ctx(tmp_path, False, 2, {}, {})
+    rows = run_all.rows_memory(ctx)
+    assert [(r.value, r.reference, r.ref_kind) for r in rows] == [
+        (0.76, 2.67, "same sitting"),
+        (0.76, 6.93, "another day"),
+    ]
+    assert rows[0].ratio == pytest.approx(2.67 / 0.76) and rows[0].note == "goal <= 2 GiB"
+    cmd = run_all.cmd_memory(_ctx_with_data(tmp_path))
+    variants = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--variant"]
+    assert variants[0].startswith("default:task_overrides.4.batch_size=32")
+    assert variants[1].startswith('pair:multi_target_batching="pair";task_overrides.4.batch_size=32')
+
+
+def _ctx_with_data(tmp_path):
+    ctx = run_all.Ctx(tmp_path, False, 2, {}, {})
+    ctx.data["ml100k"] = tmp_path / "ml100k"
+    return ctx
+
+
 def test_train_variants_compare_with_the_default_run_of_the_same_sitting(tmp_path):
     def runs(t1, t2):
         return json.dumps({"runs": [{"seconds_per_epoch": {"T1": t1, "T2": t2}}]})
