@@ -536,7 +536,7 @@ def train_variant(
 
 
 # the official recipe's batch sizes (T4-T6 of ML-100K at 32, T2/T3 at 1024; the anchors file)
-OFFICIAL_RECIPE = "task_overrides.4.batch_size=32;task_overrides.5.batch_size=32;task_overrides.6.batch_size=32"
+OFFICIAL_RECIPE = ";".join(f"task_overrides.{k}.batch_size=32" for k in (4, 5, 6))
 
 
 def cmd_memory(c: Ctx) -> list[str]:
