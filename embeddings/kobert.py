@@ -270,11 +270,7 @@ class KoBERTTokenizer:
         comma = [i for i, text in enumerate(pre) if "," in text]
         if not comma:
             return TokenizedBatch.from_lengths(flat, lengths)
-        cache: dict[str, list[str]] = {}
-        fixed = [
-            self.convert_tokens_to_ids(self._digit_comma(pieces, cache))
-            for pieces in self.sp.encode([pre[i] for i in comma], out_type=str)
-        ]
+        fixed = self._digit_comma_ids([pre[i] for i in comma])
         keep = np.ones(len(pre), dtype=bool)
         keep[comma] = False
         new_lengths = lengths.copy()
@@ -329,11 +325,20 @@ class KoBERTTokenizer:
         pre = self.preprocess_many(chunks)
         ids = self.sp.encode(pre, out_type=int)
         comma = [i for i, text in enumerate(pre) if "," in text]
-        if comma:
-            cache: dict[str, list[str]] = {}
-            for i, pieces in zip(comma, self.sp.encode([pre[i] for i in comma], out_type=str), strict=True):
-                ids[i] = self.convert_tokens_to_ids(self._digit_comma(pieces, cache))
+        for i, fixed in zip(comma, self._digit_comma_ids([pre[i] for i in comma]), strict=True):
+            ids[i] = fixed
         return ids
+
+    def _digit_comma_ids(self, pre: list[str]) -> list[list[int]]:
+        """Steps 3-5 for preprocessed texts that hold a ``,``: encoded as pieces, the digit-comma
+        rule applied (its re-encodings cached per piece across the texts), then ids."""
+        if not pre:
+            return []
+        cache: dict[str, list[str]] = {}
+        return [
+            self.convert_tokens_to_ids(self._digit_comma(pieces, cache))
+            for pieces in self.sp.encode(pre, out_type=str)
+        ]
 
     def piece_char_lengths(self) -> np.ndarray:
         lengths = [len(self.sp.IdToPiece(i).replace(SPIECE_UNDERLINE, "")) for i in range(self.vocab_size)]
